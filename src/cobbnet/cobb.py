@@ -73,6 +73,9 @@ def is_s_shaped(landmarks: np.ndarray) -> np.ndarray:
         return ~(outer.sum(axis=(-1, -2)) == np.abs(outer).sum(axis=(-1, -2)))
 
 
+_UNDEFINED = -1.0  # stands in for a NaN angle while taking maxima; real angles are >= 0
+
+
 def _masked_argmax(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """First argmax of each row of ``rows`` (N, 17) over the entries where ``keep`` is True."""
     return np.where(keep, rows, -np.inf).argmax(axis=-1)
@@ -88,11 +91,16 @@ def cobb_angles_batch(landmarks: np.ndarray, heights: np.ndarray) -> tuple[np.nd
     Returns:
         angles ``(N, 3)`` degrees in the challenge's column order; pairs ``(N, 3, 2)`` the
         (upper, lower) vertebra indices between which each angle is measured; is_s ``(N,)``.
+        Undefined angles (zero-length directions) are skipped when taking maxima; an angle
+        is NaN only where it is undefined itself.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     n = lm.shape[0]
     heights = np.broadcast_to(np.asarray(heights, dtype=np.float64), (n,))
-    A = angle_matrix(lm)  # (N, 17, 17)
+    # Maxima skip undefined angles (a vertebra with a zero-length direction) as MATLAB's max
+    # does: they rank below every real angle (all >= 0) and come back as NaN only where
+    # nothing else was left to choose.
+    A = np.nan_to_num(angle_matrix(lm), nan=_UNDEFINED)  # (N, 17, 17)
     rows = np.arange(n)
     col_max = A.max(axis=1)  # (N, 17): maximum of each column
     col_arg = A.argmax(axis=1)  # (N, 17): row of each column's first maximum
@@ -116,6 +124,7 @@ def cobb_angles_batch(landmarks: np.ndarray, heights: np.ndarray) -> tuple[np.nd
     s_a3 = np.where(low_pair, A_lo[rows, m3_low], A_m[rows, m3_high])
 
     angles = np.stack([a1, np.where(is_s, s_a2, c_a2), np.where(is_s, s_a3, c_a3)], axis=1)
+    angles[angles == _UNDEFINED] = np.nan
     last = np.full(n, N_VERTEBRAE - 1)
     pairs_c = np.stack([np.stack([up, lo], 1), np.stack([np.zeros(n, int), up], 1),
                         np.stack([lo, last], 1)], axis=1)
@@ -169,9 +178,9 @@ class CobbResult:
 
     def as_dict(self) -> dict:
         return {
-            "angles": {c: round(float(a), 4) for c, a in zip(ANGLE_COLUMNS, self.angles)},
+            "angles": {c: round(float(a), 4) for c, a in zip(ANGLE_COLUMNS, self.angles, strict=True)},
             "angle_vertebrae": {c: {"upper": LEVELS[a], "lower": LEVELS[b], "upper_index": int(a),
-                                    "lower_index": int(b)} for c, (a, b) in zip(ANGLE_COLUMNS, self.pairs)},
+                                    "lower_index": int(b)} for c, (a, b) in zip(ANGLE_COLUMNS, self.pairs, strict=True)},
             "shape": self.shape,
             "curves": [c.as_dict() for c in self.curves],
         }
@@ -211,7 +220,7 @@ def anatomical_curves(landmarks: np.ndarray, angles: np.ndarray, pairs: np.ndarr
     the level of its apex. Curves of ``min_angle`` degrees or less are left out.
     """
     seen: dict[tuple[int, int], float] = {}
-    for angle, (a, b) in zip(angles, pairs):
+    for angle, (a, b) in zip(angles, pairs, strict=True):
         key = (int(a), int(b))
         if a != b and angle > min_angle and key not in seen:
             seen[key] = float(angle)

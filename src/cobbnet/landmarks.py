@@ -76,26 +76,67 @@ def centers(landmarks: np.ndarray) -> np.ndarray:
     return np.asarray(landmarks).mean(axis=-2)
 
 
-def canonical_order(landmarks: np.ndarray) -> np.ndarray:
-    """Re-order corners and vertebrae so that the layout's promises hold.
+# The three ways of splitting 4 corners into an upper and a lower pair; the first is the
+# layout's own (TL, TR | BL, BR), so ties keep the input as it was.
+_PAIRINGS = np.array([[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2]])
 
-    Within a vertebra the two upper points (smaller y) become TL, TR and the two lower ones
-    BL, BR, each pair ordered left to right by x; vertebrae are sorted by centre y. A stable
-    sort keeps well-ordered input exactly as it was. Works on ``(17, 4, 2)`` or ``(N, 17, 4, 2)``.
+
+def spine_axis(centres: np.ndarray) -> np.ndarray:
+    """Unit vectors down the spine at each vertebra: ``(..., 17, 2) -> (..., 17, 2)``.
+
+    The chord from the centre above to the centre below; at T1 and L5, which lack one of
+    them, the chord over the nearest three centres (a two-step baseline, so that an L5
+    annotated on top of L4 still has an axis). Straight down where the centres coincide.
+    """
+    c = np.asarray(centres, dtype=np.float64)
+    n = c.shape[-2]
+    above = np.clip(np.arange(n) - 1, 0, n - 3)  # (17,): i - 1, but 0 at T1 and 14 at L5
+    axis = c[..., above + 2, :] - c[..., above, :]
+    norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+    down = np.broadcast_to(np.array([0.0, 1.0]), axis.shape)
+    return np.divide(axis, norm, out=down.copy(), where=norm > 0)
+
+
+def canonical_order(landmarks: np.ndarray) -> np.ndarray:
+    """Re-order vertebrae and corners so that the layout's promises hold.
+
+    Vertebrae are sorted by centre y. Within a vertebra, corners are paired into endplates
+    relative to the local spine axis (``spine_axis``), not the image axes, because vertebrae
+    at the apex of a large curve tilt 30-55 degrees, where the two smallest-y corners are a
+    top and a bottom corner: of the three ways to split the corners into two pairs, the
+    endplates are the one whose pair midpoints lie furthest apart along the axis and least
+    across it. The pair higher up the axis becomes TL, TR; each pair is ordered left to right
+    across the axis. Only a permutation of the input points, and ties keep the input order, so
+    well-ordered input comes back exactly as it was. ``(17, 4, 2)`` or ``(N, 17, 4, 2)``.
     """
     lm = np.asarray(landmarks, dtype=np.float64)
-    by_y = np.argsort(lm[..., 1], axis=-1, kind="stable")  # (..., 17, 4)
-    lm = np.take_along_axis(lm, by_y[..., None], axis=-2)
-    top, bottom = lm[..., :2, :], lm[..., 2:, :]
-    top = np.take_along_axis(top, np.argsort(top[..., 0], axis=-1, kind="stable")[..., None], axis=-2)
-    bottom = np.take_along_axis(bottom, np.argsort(bottom[..., 0], axis=-1, kind="stable")[..., None], axis=-2)
-    lm = np.concatenate([top, bottom], axis=-2)
     order = np.argsort(centers(lm)[..., 1], axis=-1, kind="stable")  # (..., 17)
-    return np.take_along_axis(lm, order[..., None, None], axis=-3)
+    lm = np.take_along_axis(lm, order[..., None, None], axis=-3)
+    down = spine_axis(centers(lm))[..., None, :]  # (..., 17, 1, 2)
+    right = np.stack([down[..., 1], -down[..., 0]], axis=-1)  # down rotated to image right
+
+    split = lm[..., _PAIRINGS, :]  # (..., 17, 3, 4, 2)
+    gap = split[..., 2:, :].mean(axis=-2) - split[..., :2, :].mean(axis=-2)  # (..., 17, 3, 2)
+    along, across = (gap * down).sum(-1), (gap * right).sum(-1)  # (..., 17, 3)
+    best = np.argmax(np.abs(along) - np.abs(across), axis=-1)  # (..., 17)
+    perm = _PAIRINGS[best]  # (..., 17, 4)
+    flip = np.take_along_axis(along, best[..., None], axis=-1) < 0  # lower pair listed first
+    perm = np.where(flip, perm[..., [2, 3, 0, 1]], perm)
+
+    pts = np.take_along_axis(lm, perm[..., None], axis=-2)
+    x = (pts * right).sum(-1)  # (..., 17, 4) position across the axis
+    swap_top, swap_bottom = x[..., 0:1] > x[..., 1:2], x[..., 2:3] > x[..., 3:4]
+    perm = np.concatenate([np.where(swap_top, perm[..., [1, 0]], perm[..., :2]),
+                           np.where(swap_bottom, perm[..., [3, 2]], perm[..., 2:])], axis=-1)
+    return np.take_along_axis(lm, perm[..., None], axis=-2)
 
 
 def hflip(landmarks: np.ndarray, width: float) -> np.ndarray:
-    """Mirror landmarks in an image of ``width`` pixels, swapping left and right corners."""
+    """Mirror landmarks in an image of ``width`` pixels, swapping left and right corners.
+
+    Pixel column j covers x in [j, j + 1) (the map convention of docs/architecture.md), so the
+    mirror image of x is ``width - x``: column j lands on column width - 1 - j.
+    """
     lm = np.array(landmarks, dtype=np.float64, copy=True)
-    lm[..., 0] = (width - 1) - lm[..., 0]
+    lm[..., 0] = width - lm[..., 0]
     return lm[..., [TR, TL, BR, BL], :]

@@ -1,0 +1,145 @@
+"""Experiment configuration: typed dataclasses, read from YAML with ``key=value`` overrides.
+
+A config has four parts: ``model`` (:class:`cobbnet.model.ModelConfig`), ``loss``
+(:class:`cobbnet.losses.LossConfig`), ``data`` and ``train``. The defaults here are the
+paper's settings; ``configs/*.yaml`` hold the named experiments. Every run writes its
+resolved config beside its outputs, and a checkpoint's JSON holds the same dictionary,
+so a model is rebuilt from its files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cobbnet.errors import InputError
+from cobbnet.losses import LossConfig
+from cobbnet.model import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Where training and validation radiographs come from."""
+
+    source: str = "aasce"  # "aasce" (a boostnet_labeldata folder) or "synthetic"
+    root: str = "../shared/boostnet_labeldata"
+    split: str = "training"
+    folds: int = 15  # k-fold cross-validation on the training split, as in the paper
+    fold: int = 0
+    fold_seed: int = 0
+    synthetic_train: int = 64  # synthetic source: radiographs generated for training
+    synthetic_val: int = 16
+    synthetic_seed: int = 0
+    synthetic_size: list[int] | None = None  # (H, W) of generated radiographs; None: varied
+    extra_synthetic: int = 0  # synthetic radiographs added to the training set of a real source
+    augment: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation schedule and what Lightning runs it on."""
+
+    epochs: int = 50
+    batch_size: int = 2
+    lr: float = 1.25e-4  # Adam, as in the paper
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # "constant" (paper) or "cosine"
+    seed: int = 0
+    precision: str = "32"  # "32", "bf16-mixed", "16-mixed", or "auto" (bf16 where native)
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    channels_last: bool = False
+    threads: int | None = None  # torch intra-op threads on CPU; None leaves torch's default
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    val_every: int = 1
+    out_dir: str = "runs"
+    name: str = "paper"
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a Config from a nested dict; unknown sections or keys are errors naming ``source``."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise InputError(f"{source}: unknown section(s) {sorted(unknown)}; expected {sorted(_SECTIONS)}")
+    parts = {}
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name) or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        bad = set(values) - known
+        if bad:
+            raise InputError(f"{source}: unknown key(s) {sorted(bad)} in section '{name}'; "
+                             f"known: {', '.join(sorted(known))}")
+        for key in ("input_size", "synthetic_size"):
+            if isinstance(values.get(key), list):
+                values = {**values, key: tuple(values[key])}
+        parts[name] = cls(**values)
+    return Config(**parts)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict copy."""
+    raw = {k: dict(v or {}) for k, v in (raw or {}).items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise InputError(f"override {item!r}: expected section.key=value, e.g. train.epochs=5")
+        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    source = str(path) if path is not None else "config"
+    try:
+        return from_dict(apply_overrides(raw, overrides or []), source)
+    except TypeError as err:
+        raise InputError(f"{source}: {err}") from None
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples to lists, recursively, so YAML and JSON stay plain."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
