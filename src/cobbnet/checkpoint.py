@@ -79,14 +79,10 @@ def load(checkpoint: str | os.PathLike, map_location: str = "cpu") -> tuple[Cobb
     except (SafetensorError, OSError) as err:
         raise InputError(f"{weights}: not a readable safetensors file ({err})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"{weights}: weights do not fit the model its config describes "
-            f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected tensors, "
-            f"e.g. {(result.missing_keys or result.unexpected_keys)[0]})")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise InputError(f"{weights}: tensor shapes do not fit the model ({str(err).splitlines()[-1].strip()})") from None
+        problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise InputError(f"{weights}: weights do not fit the model its config describes "
+                         f"({len(problems)} problem(s); first: {problems[0] if problems else err})") from None
     return model.eval(), cfg

@@ -38,6 +38,9 @@ class DataConfig:
     synthetic_size: list[int] | None = None  # (H, W) of generated radiographs; None: varied
     extra_synthetic: int = 0  # synthetic radiographs added to the training set of a real source
     augment: bool = True
+    # Leave labels that the annotation audit flags (about 27 of 481: L5 drawn at the top of
+    # the image, swapped corners) out of the TRAINING folds; validation keeps every image.
+    skip_faulty_labels: bool = True
     num_workers: int = 0
 
 

@@ -1,0 +1,3 @@
+from cobbnet.cli import main
+
+main()

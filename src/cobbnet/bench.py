@@ -1,0 +1,369 @@
+"""Speed benchmark: every inference mode of every backbone, timed in one process.
+
+Two figures per model and mode, at the network input 1024 x 512:
+
+- network: seconds per batch of random input (batch 1 and a larger batch), and that time
+  over the compute floor ``FLOPs / fp32 matmul rate`` of this machine;
+- end to end: seconds per radiograph file through ``Predictor.predict`` (JPEG read, resize,
+  network, decode, Cobb angles) with the mode's engine in place of the network.
+
+Modes are timed round-robin (one call of each mode per round), so background load on a shared
+machine slows every mode alike and their ratios stay comparable. With a trained checkpoint
+and the AASCE data beside the repository, each mode's drift from eager fp32 is measured too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import inspect
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from cobbnet import checkpoint
+from cobbnet.config import Config
+from cobbnet.hardware import cpu_flags, cpu_model
+from cobbnet.model import ModelConfig, build_model
+from cobbnet.outputs import write_json
+from cobbnet.predict import Predictor
+from cobbnet.synthetic import make_radiograph
+
+Engine = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # run_network's contract
+EngineBuilder = Callable[[torch.nn.Module, tuple[int, int]], Engine]
+
+INPUT_SIZE = (1024, 512)  # (H, W) the network runs at
+FILE_SIZE = (2000, 800)  # (H, W) of the synthetic JPEGs: an AASCE-sized radiograph
+MODELS: tuple[str, ...] = ("hrnet_w18", "hrnet_w18_small_v2", "resnet34")
+BASELINE = "eager"  # every speed-up is relative to this mode in the same run
+FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+PACKAGES: tuple[str, ...] = ("torch", "onnxruntime", "timm", "numpy")
+MATMUL_N = 2048
+AASCE = Path(__file__).resolve().parents[3] / "shared" / "boostnet_labeldata"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to time: ``quick`` stays under about two minutes on two cores."""
+
+    models: tuple[str, ...]
+    modes: tuple[str, ...]
+    batches: tuple[int, ...]
+    repeats: int
+    files: int
+    drift_images: int
+
+
+# ---- engines: one per mode, each a copy of the model --------------------------------------
+
+
+def torch_engine(model: torch.nn.Module, device: str = "cpu", dtype: torch.dtype | None = None,
+                 channels_last: bool = False, compile_mode: str | None = None) -> Engine:
+    """The network in torch: optional autocast ``dtype``, channels_last and torch.compile."""
+    dev = torch.device(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = copy.deepcopy(model).eval().to(dev, memory_format=fmt)
+    if compile_mode is not None:
+        net = torch.compile(net, mode=compile_mode, dynamic=False)
+
+    def run(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = batch.to(dev).contiguous(memory_format=fmt)
+        # no_grad rather than inference_mode: inductor's weight freezing needs it
+        with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None), \
+                _freezing(compile_mode is not None and dev.type == "cpu"):
+            out = {k: v.float() for k, v in net(x).items()}
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def _freezing(on: bool) -> Any:
+    """Inductor's weight freezing (constant folding, prepacked convs): its CPU inference setting."""
+    if not on:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch(freezing=True)
+
+
+def onnx_engine(model: torch.nn.Module, input_size: tuple[int, int]) -> Engine:
+    from cobbnet.export import OnnxRunner
+
+    return OnnxRunner.from_model(model, input_size).run_network
+
+
+MODES: dict[str, EngineBuilder] = {
+    "eager": lambda m, s: torch_engine(m),
+    "channels_last": lambda m, s: torch_engine(m, channels_last=True),
+    "bf16": lambda m, s: torch_engine(m, dtype=torch.bfloat16, channels_last=True),
+    "compile": lambda m, s: torch_engine(m, channels_last=True, compile_mode="default"),
+    "onnx": onnx_engine,
+}
+GPU_MODES: dict[str, EngineBuilder] = {
+    "cuda-fp32": lambda m, s: torch_engine(m, "cuda"),
+    "cuda-bf16": lambda m, s: torch_engine(m, "cuda", torch.bfloat16, channels_last=True),
+    "cuda-graphs": lambda m, s: torch_engine(m, "cuda", torch.bfloat16, True, "reduce-overhead"),
+}
+QUICK = Plan(("hrnet_w18",), ("eager", "channels_last", "onnx"), (1,), 2, 1, 3)
+FULL = Plan(MODELS, tuple(MODES), (1, 4), 3, 2, 8)
+
+
+# ---- measurements -------------------------------------------------------------------------
+
+
+def round_robin(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each call, ``repeats`` rounds of one call each, after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(seconds: Sequence[float]) -> dict[str, float]:
+    return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds)}
+
+
+def matmul_gflops(n: int = MATMUL_N, repeats: int = 5) -> float:
+    """Best fp32 rate of ``n x n`` matmuls on this machine, in GFLOP/s: the compute ceiling."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = min(round_robin({"mm": lambda: a @ b}, repeats, warmup=0)["mm"])
+    return 2 * n**3 / best / 1e9
+
+
+def count_gflops(model: torch.nn.Module, input_size: tuple[int, int]) -> float:
+    """FLOPs of one forward at batch 1 (2 per multiply-add), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    meta = copy.deepcopy(model).to("meta")
+    with counter, torch.no_grad():
+        meta(torch.empty(1, 1, *input_size, device="meta"))
+    return counter.get_total_flops() / 1e9
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    flags = cpu_flags()
+    return {
+        "cpu": cpu_model(), "machine": platform.machine(), "python": platform.python_version(),
+        "flags": {f: f in flags for f in FLAGS}, "threads": threads, "versions": versions,
+        "load_average": list(os.getloadavg()),  # other jobs on the machine slow every mode
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def write_radiographs(folder: Path, n: int, size: tuple[int, int] = FILE_SIZE) -> list[Path]:
+    """``n`` synthetic radiographs of ``size`` as JPEG files in ``folder``."""
+    paths = []
+    for i in range(n):
+        image, _ = make_radiograph(np.random.default_rng([7, i]), size)
+        path = folder / f"radiograph-{i}.jpg"
+        cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(path)
+    return paths
+
+
+def torch_predictor(path: Path, **kwargs: Any) -> Predictor:
+    """A ``Predictor`` that runs the torch network, also where it can choose other engines."""
+    if "engine" in inspect.signature(Predictor).parameters:
+        kwargs["engine"] = "torch"
+    return Predictor(path, **kwargs)
+
+
+def predictor_with(path: Path, engine: Engine) -> Predictor:
+    """A CPU fp32 ``Predictor`` of checkpoint ``path`` whose network is ``engine``."""
+    pred = torch_predictor(path, device="cpu", precision="fp32", channels_last=False)
+    pred.run_network = engine  # the instance attribute shadows the method: same contract
+    return pred
+
+
+# ---- one model ----------------------------------------------------------------------------
+
+
+def _speed_rows(times: dict[str, list[float]], per: int, floor_s: float | None) -> list[dict[str, Any]]:
+    base = statistics.median(times[BASELINE]) if BASELINE in times else None
+    rows = []
+    for mode, seconds in times.items():
+        row = {"mode": mode, **summary(seconds)}
+        if floor_s:
+            row["images_per_s"] = per / row["median_s"]
+            row["floor_ratio"] = row["median_s"] / floor_s
+        row["speedup"] = base / row["median_s"] if base else None
+        rows.append(row)
+    return rows
+
+
+def bench_model(name: str, plan: Plan, modes: dict[str, EngineBuilder], gflops_rate: float,
+                files: list[Path], work: Path, ckpt: Path | None = None,
+                input_size: tuple[int, int] = INPUT_SIZE) -> dict[str, Any]:
+    """Network and end-to-end figures of one backbone under every mode of ``modes``.
+
+    Random weights at ``input_size`` unless ``ckpt`` is given (then its weights and size).
+    """
+    if ckpt is None:
+        cfg = Config(model=ModelConfig(backbone=name, input_size=tuple(input_size)))
+        ckpt = checkpoint.save(work / name, build_model(cfg.model).eval(), cfg)
+    model, cfg = checkpoint.load(ckpt)
+    size = tuple(cfg.model.input_size)
+    gflops = count_gflops(model, size)
+    result: dict[str, Any] = {"checkpoint": str(ckpt), "input_size": list(size), "gflops": gflops,
+                              "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                              "setup_s": {}, "errors": {}, "network": [], "end_to_end": []}
+    engines: dict[str, Engine] = {}
+    for mode, build in modes.items():
+        start = time.perf_counter()
+        try:
+            engines[mode] = build(model, size)
+            engines[mode](torch.rand(1, 1, *size))  # compilation and export happen here
+        except Exception as err:  # a mode this machine cannot run is reported, not fatal
+            engines.pop(mode, None)
+            result["errors"][mode] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        result["setup_s"][mode] = time.perf_counter() - start
+    for batch in plan.batches:
+        x = torch.rand(batch, 1, *size)
+        times = round_robin({m: (lambda e=e, x=x: e(x)) for m, e in engines.items()}, plan.repeats)
+        floor_s = gflops * batch / gflops_rate
+        result["network"] += [{"batch": batch, **r} for r in _speed_rows(times, batch, floor_s)]
+    preds = {m: predictor_with(ckpt, e) for m, e in engines.items()}
+    calls = {m: (lambda p=p: [p.predict(f) for f in files]) for m, p in preds.items()}
+    times = round_robin(calls, plan.repeats, warmup=0)  # engines are warm already
+    times = {m: [s / len(files) for s in v] for m, v in times.items()}
+    result["end_to_end"] = _speed_rows(times, 1, None)
+    result["predictors"] = preds
+    return result
+
+
+def drift(preds: dict[str, Predictor], n: int, root: Path = AASCE) -> dict[str, Any] | str:
+    """Each mode against eager fp32 on ``n`` AASCE radiographs: landmark px and angle degrees."""
+    images = sorted((root / "data" / "training").glob("*.jpg"))[:n]
+    if not images:
+        return f"n/a (no AASCE images under {root})"
+    ref = [preds[BASELINE].predict(p) for p in images]
+    out = {}
+    for mode, pred in preds.items():
+        if mode == BASELINE:
+            continue
+        got = [pred.predict(p) for p in images]
+        px = [np.linalg.norm(g.landmarks - r.landmarks, axis=-1).mean() for g, r in zip(got, ref, strict=True)]
+        deg = [np.abs(g.angles - r.angles).max() for g, r in zip(got, ref, strict=True)]
+        out[mode] = {"landmark_px_mean": float(np.mean(px)), "angle_deg_max": float(np.max(deg)),
+                     "images": len(images)}
+    return out
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+
+def run_benchmark(quick: bool = False, models: Sequence[str] | None = None,
+                  modes: Sequence[str] | None = None, out: str | Path | None = None,
+                  checkpoint_path: str | Path | None = None, threads: int | None = None,
+                  show: bool = True, input_size: tuple[int, int] = INPUT_SIZE,
+                  file_size: tuple[int, int] = FILE_SIZE) -> dict[str, Any]:
+    """Time the plan (``QUICK`` or ``FULL``, narrowed by ``models``/``modes``); write ``out``.
+
+    ``checkpoint_path`` replaces the random weights of the backbone it was trained with and
+    enables the drift figures on AASCE radiographs. ``input_size`` and ``file_size`` (H, W)
+    are the network input and the radiograph files. Returns the JSON-ready results.
+    """
+    plan = QUICK if quick else FULL
+    if threads:
+        torch.set_num_threads(threads)
+    gpu = torch.cuda.is_available()
+    available = {**MODES, **(GPU_MODES if gpu else {})}
+    chosen = tuple(modes) if modes else plan.modes + (tuple(GPU_MODES) if gpu else ())
+    unknown = [m for m in chosen if m not in available]
+    if unknown:
+        raise ValueError(f"unknown or unavailable mode(s) {unknown}; available: {', '.join(available)}")
+    if BASELINE not in chosen:
+        chosen = (BASELINE, *chosen)
+    ckpt_cfg = checkpoint.load(checkpoint_path)[1] if checkpoint_path else None
+    names = tuple(models) if models else plan.models
+    plan = Plan(names, chosen, plan.batches, plan.repeats, plan.files, plan.drift_images)
+    results: dict[str, Any] = {
+        "machine": machine_info(torch.get_num_threads()), "plan": asdict(plan),
+        "input_size": list(input_size), "file_size": list(file_size),
+        "matmul_gflops": matmul_gflops(), "models": {},
+        "gpu": torch.cuda.get_device_name() if gpu else "not available on this machine",
+        "drift": "n/a (no trained checkpoint)",
+    }
+    with tempfile.TemporaryDirectory(prefix="cobbnet-bench-") as tmp:
+        work = Path(tmp)
+        files = write_radiographs(work, plan.files, file_size)
+        for name in names:
+            own = checkpoint_path if ckpt_cfg and ckpt_cfg.model.backbone == name else None
+            res = bench_model(name, plan, {m: available[m] for m in chosen},
+                              results["matmul_gflops"], files, work, own, input_size)
+            preds = res.pop("predictors")
+            if own:
+                results["drift"] = drift(preds, plan.drift_images) if AASCE.is_dir() else \
+                    "n/a (AASCE data not found)"
+            results["models"][name] = res
+    results["matmul_gflops_after"] = matmul_gflops()  # a drop means the machine got busier
+    results["load_average_after"] = list(os.getloadavg())
+    if out:
+        write_json(out, results)
+    if show:
+        print_tables(results)
+    return results
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    """The results as rich tables: network, then end to end."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 132)  # logs and pipes: keep each table row whole
+    m = results["machine"]
+    console.print(f"{m['cpu']}, {m['threads']} threads, fp32 matmul "
+                  f"{results['matmul_gflops']:.0f} GFLOP/s, {m['date']}; GPU: {results['gpu']}")
+    net = Table(title=f"network, {results['input_size'][0]}x{results['input_size'][1]}")
+    for col in ("model", "GFLOP", "mode", "batch", "median s", "min s", "max s", "img/s",
+                "x floor", "speed-up"):
+        net.add_column(col, justify="left" if col in ("model", "mode") else "right")
+    e2e = Table(title="end to end, seconds per radiograph file")
+    for col in ("model", "mode", "median s", "min s", "max s", "speed-up"):
+        e2e.add_column(col, justify="left" if col in ("model", "mode") else "right")
+    for name, res in results["models"].items():
+        for r in res["network"]:
+            net.add_row(name, f"{res['gflops']:.1f}", r["mode"], str(r["batch"]), f"{r['median_s']:.3f}",
+                        f"{r['min_s']:.3f}", f"{r['max_s']:.3f}", f"{r['images_per_s']:.2f}",
+                        f"{r['floor_ratio']:.2f}", _x(r["speedup"]))
+        for r in res["end_to_end"]:
+            e2e.add_row(name, r["mode"], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
+                        f"{r['max_s']:.3f}", _x(r["speedup"]))
+        for mode, err in res["errors"].items():
+            console.print(f"[yellow]{name} {mode}: not run ({err})[/yellow]")
+    console.print(net, e2e)
+    console.print(f"drift vs eager fp32: {results['drift']}")
+
+
+def _x(speedup: float | None) -> str:
+    return f"{speedup:.2f}x" if speedup else "-"

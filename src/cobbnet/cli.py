@@ -1,0 +1,304 @@
+"""The ``cobbnet`` command line: wiring only; each command calls one stage's module.
+
+    image -> images.read_image -> data.prepare_image -> model (backbones + heads)
+          -> decode.decode -> cobb.cobb_angles -> report (JSON, CSV, overlay)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cobbnet.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Vertebra corners and Cobb angles from AP spine radiographs.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Bad input: one line naming the file and the problem, exit status 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt as err:
+            err_console.print(f"interrupted{': ' + str(err) if str(err) else ''}", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size {text!r}: expected HxW, e.g. 1024x512") from None
+    if h < 64 or w < 32:
+        raise InputError(f"--size {text!r}: too small (at least 64x32)")
+    return h, w
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err_console, transient=True)
+
+
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to create, in the boostnet_labeldata layout.")],
+    n: Annotated[int, typer.Option("--n", help="Number of radiographs.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same files.")] = 0,
+    size: Annotated[str | None, typer.Option(help="Image size HxW, e.g. 1024x512; default: varied sizes like AASCE.")] = None,
+    split: Annotated[str, typer.Option(help="Split name (folder under data/ and labels/).")] = "training",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset in OUT.")] = False,
+) -> None:
+    """Write synthetic AP spine radiographs with corner labels and challenge angles."""
+    from cobbnet.synthetic import write_dataset
+
+    if n < 1:
+        raise InputError(f"--n {n}: need at least one radiograph")
+    root = write_dataset(out, n, seed, _size(size), split=split, overwrite=overwrite)
+    console.print(f"wrote {n} synthetic radiographs to {root}")
+
+
+@app.command()
+@user_errors
+def angles(
+    source: Annotated[Path, typer.Argument(help="A boostnet_labeldata folder, or one .mat label file.")],
+    out: Annotated[Path | None, typer.Option(help="CSV to write: filename,pt,mt,tl,...")] = None,
+    split: Annotated[str, typer.Option(help="Split name when SOURCE is a folder.")] = "training",
+    height: Annotated[float | None, typer.Option(help="Image height in pixels, with a single .mat file.")] = None,
+    compare: Annotated[bool, typer.Option(help="Print how far the angles are from angles.csv.")] = False,
+) -> None:
+    """Cobb angles from landmark labels by the AASCE challenge's rules."""
+    from cobbnet import aasce
+    from cobbnet.cobb import cobb_angles_batch
+    from cobbnet.report import angles_csv
+
+    if source.suffix == ".mat":
+        if height is None:
+            raise InputError(f"{source}: --height (the image height in pixels) is needed with a single .mat file")
+        names, lms, heights, truth = [source.name], aasce.read_labels_mat(source)[None], np.array([height]), None
+    else:
+        samples = aasce.read_split(source, split)
+        names = [s.name for s in samples]
+        lms = np.stack([s.landmarks for s in samples])
+        heights = np.array([s.height for s in samples], dtype=np.float64)
+        truth = np.stack([s.angles for s in samples]) if all(s.angles is not None for s in samples) else None
+    values, pairs, is_s = cobb_angles_batch(lms, heights)
+    text = angles_csv(names, values, pairs, is_s)
+    if out:
+        from cobbnet.outputs import write_text
+
+        write_text(out, text)
+        console.print(f"wrote angles of {len(names)} spines to {out}")
+    elif not compare:
+        sys.stdout.write(text)
+    if compare:
+        if truth is None:
+            raise InputError(f"{source}: --compare needs angles.csv beside the labels")
+        diff = np.abs(values - truth)
+        table = Table(title=f"Recomputed angles vs angles.csv ({len(names)} spines)")
+        for col in ("column", "max |diff| (deg)", "mean |diff| (deg)", "within 0.01 deg"):
+            table.add_column(col)
+        for j, c in enumerate(("pt", "mt", "tl")):
+            table.add_row(c, f"{diff[:, j].max():.5f}", f"{diff[:, j].mean():.5f}", f"{(diff[:, j] <= 0.01).sum()}/{len(names)}")
+        console.print(table)
+
+
+@app.command()
+@user_errors
+def audit(
+    root: Annotated[Path, typer.Argument(help="A boostnet_labeldata folder.")],
+    split: Annotated[str, typer.Option(help="Split name.")] = "training",
+    as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
+) -> None:
+    """List labels that look wrong (swapped corners, order, self-intersection, outside, angle mismatch)."""
+    from cobbnet.audit import audit_split, findings_to_json, format_findings
+
+    findings = audit_split(root, split)
+    if as_json:
+        sys.stdout.write(json.dumps(findings_to_json(findings), indent=2) + "\n")
+    else:
+        console.print(format_findings(findings), highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+@user_errors
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="Experiment YAML (configs/paper.yaml, cpu.yaml, ...).")] = None,
+    folds: Annotated[int | None, typer.Option(help="Number of cross-validation folds (overrides data.folds).")] = None,
+    fold: Annotated[str, typer.Option(help="Fold index to train, or 'all' for every fold in turn.")] = "0",
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last saved state.")] = False,
+) -> None:
+    """Train a model. Extra arguments KEY=VALUE override the config, e.g. train.epochs=5."""
+    from cobbnet.config import load_config
+    from cobbnet.train import train_folds
+
+    cfg = load_config(config, list(ctx.args))
+    if folds is not None:
+        cfg.data.folds = folds
+    chosen = list(range(cfg.data.folds)) if fold == "all" else [_int(fold, "--fold")]
+    results = train_folds(cfg, chosen, resume=resume)
+    for r in results:
+        line = ", ".join(f"{k}={v:.4g}" for k, v in r.items() if k.startswith("val/") and isinstance(v, float))
+        console.print(f"fold {r['fold']}: {line or 'already finished'}; best weights {r['best']}")
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: expected a whole number or 'all'") from None
+
+
+def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    cols = [("SMAPE", "smape"), ("SMAPE PT", "smape_pt"), ("SMAPE MT", "smape_mt"), ("SMAPE TL", "smape_tl"),
+            ("landmark err (px)", "landmark_error_px"), ("MAE PT/MT/TL (deg)", None), ("within 5 deg", "within_5deg"),
+            ("FPS", "fps")]
+    for name, _ in cols:
+        table.add_column(name, justify="right")
+    mae = "/".join(f"{metrics.get(f'mae_{c}', float('nan')):.2f}" for c in ("pt", "mt", "tl"))
+    table.add_row(*[mae if key is None else f"{metrics.get(key, float('nan')):.2f}" for _, key in cols])
+    return table
+
+
+@app.command()
+@user_errors
+def evaluate(
+    data: Annotated[Path, typer.Option(help="A labelled boostnet_labeldata folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, per_image.csv and plots.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights (.safetensors); default: the bundled model.")] = None,
+    split: Annotated[str, typer.Option(help="Split name.")] = "training",
+    run: Annotated[Path | None, typer.Option(help="A cross-validation run folder: evaluate each fold-K/best on its own validation fold.")] = None,
+    fold_only: Annotated[bool, typer.Option(help="Evaluate CHECKPOINT only on the validation fold it was trained without.")] = False,
+    precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
+) -> None:
+    """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
+    from cobbnet import evaluate as ev
+    from cobbnet.aasce import read_split
+
+    if run is not None:
+        result = ev.evaluate_folds(run, data, split, out, precision, batch_size)
+        console.print(_metrics_table({k: v["mean"] for k, v in result["summary"].items()}, "Mean over folds"))
+        std = result["summary"]
+        console.print("spread (std) across folds: " + ", ".join(
+            f"{k}={std[k]['std']:.2f}" for k in ("smape", "landmark_error_px") if k in std))
+        return
+    samples = read_split(data, split)
+    if fold_only:
+        samples = ev.fold_samples(checkpoint, samples)
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=len(samples))
+        metrics = ev.evaluate(checkpoint, samples, out, precision, batch_size,
+                              on_batch=lambda k: bar.advance(task, k))
+    console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
+    console.print(f"wrote {out / 'metrics.json'}, {out / 'per_image.csv'} and plots")
+
+
+@app.command()
+@user_errors
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (JPEG, PNG, TIFF, DICOM).")],
+    out: Annotated[Path, typer.Option(help="Folder for per-image JSON, overlay PNGs and results.csv.")] = Path("cobbnet-out"),
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights (.safetensors); default: the bundled model.")] = None,
+    precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
+    overlay: Annotated[bool, typer.Option(help="Write an overlay PNG per image.")] = True,
+) -> None:
+    """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph."""
+    from cobbnet.images import find_images
+    from cobbnet.outputs import write_json
+    from cobbnet.predict import Predictor
+    from cobbnet.report import save_overlay, write_batch_csv
+
+    files = find_images(paths)
+    if not files:
+        raise InputError(f"{', '.join(map(str, paths))}: no images found")
+    predictor = Predictor(checkpoint, precision=precision)
+    errors: list[tuple[Path, str]] = []
+    records = []
+    with _progress() as bar:
+        task = bar.add_task(f"predicting ({predictor.mode})", total=len(files))
+        for result in predictor.predict_paths(files, batch_size, errors):
+            stem = Path(result.name).stem
+            record = result.as_dict()
+            write_json(out / f"{stem}.json", record)
+            if overlay:
+                save_overlay(out / f"{stem}.png", result.image, result.landmarks, result.cobb, result.scores, title=result.name)
+            records.append(record)
+            bar.advance(task, 1)
+        bar.advance(task, len(errors))
+    if records:
+        write_batch_csv(out / "results.csv", records)
+    table = Table(title=f"{len(records)} radiographs")
+    for col in ("file", "PT", "MT", "TL", "shape", "curves"):
+        table.add_column(col)
+    for r in records:
+        a = r["angles"]
+        curves = "; ".join(f"{c['region']} {c['upper_end']}-{c['lower_end']} apex {c['apex']}" for c in r["curves"])
+        table.add_row(r["name"], f"{a['pt']:.1f}", f"{a['mt']:.1f}", f"{a['tl']:.1f}", r["shape"], curves)
+    console.print(table)
+    console.print(f"results in {out}")
+    for path, message in errors:
+        err_console.print(f"[red]skipped:[/red] {message}", highlight=False, soft_wrap=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's data, model, report and overlays.")] = Path("cobbnet-demo"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The whole job on data cobbnet makes itself: synthesize, train, evaluate, draw."""
+    from cobbnet.demo import run_demo
+
+    summary = run_demo(out, seed, console)
+    console.print(f"[bold]demo done[/bold]: validation SMAPE {summary['smape']:.2f} on "
+                  f"{summary['n_val']} unseen synthetic radiographs; report {summary['report']}; "
+                  f"overlays in {summary['overlays']}")
+
+
+@app.command()
+@user_errors
+def export(
+    onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights (.safetensors); default: the bundled model.")] = None,
+) -> None:
+    """Export the network to ONNX for onnxruntime."""
+    from cobbnet.export import export_onnx
+
+    path = export_onnx(checkpoint, onnx)
+    console.print(f"wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

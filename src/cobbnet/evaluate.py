@@ -1,0 +1,111 @@
+"""Evaluation of a checkpoint on a labelled split: the paper's Table I and more.
+
+Writes ``metrics.json``, ``per_image.csv`` (name, true and predicted angles, errors,
+landmarks) and three plots; returns the metrics. ``evaluate_folds`` scores each model of a
+cross-validation run on its own validation fold and reports mean and spread across folds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cobbnet.aasce import Sample, read_split
+from cobbnet.cobb import ANGLE_COLUMNS, cobb_angles_batch
+from cobbnet.data import kfold_indices
+from cobbnet.landmarks import LEVELS, to_p2
+from cobbnet.metrics import landmark_error_by_level, summarize
+from cobbnet.outputs import write_json, write_text
+from cobbnet.predict import Predictor, load_config
+from cobbnet.report import plot_evaluation
+
+
+def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 4,
+                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted landmarks ``(N, 17, 4, 2)`` (original px) and scores ``(N, 17)`` for samples."""
+    landmarks, scores = [], []
+    paths = [s.image_path for s in samples]
+    for pred in predictor.predict_paths(paths, batch_size=batch_size):
+        landmarks.append(pred.landmarks)
+        scores.append(pred.scores)
+        if on_batch:
+            on_batch(1)
+    return np.stack(landmarks), np.stack(scores)
+
+
+def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics, predicted angles ``(N, 3)`` and true angles ``(N, 3)`` for a set of predictions."""
+    heights = np.array([s.height for s in samples], dtype=np.float64)
+    true_lm = np.stack([s.landmarks for s in samples])
+    true_angles = np.stack([s.angles if s.angles is not None else cobb_angles_batch(s.landmarks[None], [s.height])[0][0]
+                            for s in samples])
+    pred_angles = cobb_angles_batch(pred_landmarks, heights)[0]
+    return summarize(pred_angles, true_angles, pred_landmarks, true_lm), pred_angles, true_angles
+
+
+def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angles: np.ndarray,
+                  pred_landmarks: np.ndarray) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    point_cols = [f"{lvl}_{c}{axis}" for lvl in LEVELS for c in ("tl", "tr", "bl", "br") for axis in "xy"]
+    writer.writerow(["filename", *[f"true_{c}" for c in ANGLE_COLUMNS], *[f"pred_{c}" for c in ANGLE_COLUMNS],
+                     *[f"error_{c}" for c in ANGLE_COLUMNS], "landmark_error_px", *point_cols])
+    true_lm = np.stack([s.landmarks for s in samples])
+    lm_err = np.linalg.norm(pred_landmarks - true_lm, axis=-1).mean(axis=(1, 2))
+    for i, s in enumerate(samples):
+        writer.writerow([s.name, *np.round(true_angles[i], 4), *np.round(pred_angles[i], 4),
+                         *np.round(pred_angles[i] - true_angles[i], 4), round(float(lm_err[i]), 3),
+                         *np.round(to_p2(pred_landmarks[i]).ravel(), 2)])
+    return buf.getvalue()
+
+
+def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample], out: str | os.PathLike,
+             precision: str = "auto", batch_size: int = 4,
+             on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Evaluate one model on samples; write metrics.json, per_image.csv and plots under ``out``."""
+    out = Path(out)
+    predictor = Predictor(checkpoint_path, precision=precision)
+    pred_lm, _ = predict_samples(predictor, samples, batch_size, on_batch)
+    metrics, pred_angles, true_angles = score(samples, pred_lm)
+    metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
+    metrics["mode"] = predictor.mode
+    metrics["checkpoint"] = str(predictor.checkpoint)
+    write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm))
+    level_errors = landmark_error_by_level(pred_lm, np.stack([s.landmarks for s in samples]))
+    plot_evaluation(out, true_angles, pred_angles, level_errors)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def fold_samples(checkpoint_path: str | os.PathLike, samples: Sequence[Sample]) -> list[Sample]:
+    """The validation fold a checkpoint was trained without, from its own config."""
+    cfg = load_config(checkpoint_path)
+    _, val_idx = kfold_indices(len(samples), cfg.data.folds, cfg.data.fold, cfg.data.fold_seed)
+    return [samples[i] for i in val_idx]
+
+
+def evaluate_folds(run: str | os.PathLike, root: str | os.PathLike, split: str, out: str | os.PathLike,
+                   precision: str = "auto", batch_size: int = 4) -> dict[str, Any]:
+    """Evaluate every ``fold-K/best.safetensors`` under a cross-validation run on its own fold."""
+    samples = read_split(root, split)
+    checkpoints = sorted(Path(run).glob("fold-*/best.safetensors"))
+    if not checkpoints:
+        from cobbnet.errors import InputError
+
+        raise InputError(f"{run}: no fold-*/best.safetensors checkpoints found")
+    per_fold = {}
+    for ckpt in checkpoints:
+        fold = ckpt.parent.name
+        per_fold[fold] = evaluate(ckpt, fold_samples(ckpt, samples), Path(out) / fold, precision, batch_size)
+    keys = [k for k, v in next(iter(per_fold.values())).items() if isinstance(v, (int, float))]
+    summary = {k: {"mean": float(np.mean([m[k] for m in per_fold.values()])),
+                   "std": float(np.std([m[k] for m in per_fold.values()]))} for k in keys}
+    result = {"folds": per_fold, "summary": summary}
+    write_json(Path(out) / "metrics.json", result)
+    return result

@@ -1,0 +1,161 @@
+"""ONNX export of a checkpoint and an ONNX Runtime engine with the predictor's contract.
+
+``export_onnx`` writes a float32 ONNX graph: input ``image (B, 1, H, W)`` in [0, 1] (``B``
+dynamic by default, ``H x W`` fixed to the model's input size), outputs ``hm``, ``reg``,
+``cnr``, ``mask`` as the network returns them. ``OnnxRunner.run_network`` takes and returns
+torch tensors exactly like ``Predictor.run_network``, so the predictor can swap engines.
+
+The graph comes from torch's TorchScript-based exporter (``dynamo=False``): the
+torch.export-based default needs the ``onnxscript`` package, which cobbnet does not depend on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cobbnet import checkpoint
+from cobbnet.errors import InputError
+from cobbnet.heads import HEADS
+from cobbnet.outputs import atomic_path
+
+INPUT_NAME = "image"
+OUTPUT_NAMES: tuple[str, ...] = tuple(HEADS)  # the order CobbNet.forward returns them in
+OPSET = 17  # bilinear Resize with half-pixel centres and every other op the network uses
+CACHE_ENV = "COBBNET_CACHE"  # overrides the folder of cached ONNX graphs
+
+
+@contextlib.contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporter's deprecation notice and tracer warnings about fixed shapes.
+
+    The input size is fixed at export on purpose, and every export is checked numerically
+    against torch (tests/test_export.py), so these warnings carry no information here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        yield
+
+
+def export_model(model: torch.nn.Module, f: str | os.PathLike | io.BytesIO,
+                 input_size: tuple[int, int], batch_dynamic: bool = True) -> None:
+    """Trace ``model`` (any memory format, float32 weights) at ``input_size = (H, W)`` into ``f``."""
+    H, W = (int(s) for s in input_size)
+    # a copy: .to() and .float() work in place, and the caller's model keeps its layout
+    model = copy.deepcopy(model).float().eval().to("cpu", memory_format=torch.contiguous_format)
+    dummy = torch.rand(1, 1, H, W)
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if batch_dynamic else None
+    with _quiet_export(), torch.no_grad():
+        torch.onnx.export(model, (dummy,), f, dynamo=False, input_names=[INPUT_NAME],
+                          output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+                          opset_version=OPSET, do_constant_folding=True)
+
+
+def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike,
+                input_size: tuple[int, int] | None = None, batch_dynamic: bool = True) -> Path:
+    """Export a checkpoint (None: the bundled model) to ``out_path``, written atomically.
+
+    ``input_size`` (H, W) defaults to the size the checkpoint was trained at.
+    """
+    from cobbnet.predict import bundled_checkpoint  # predict may import this module
+
+    path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
+    model, cfg = checkpoint.load(path)
+    size = tuple(input_size or cfg.model.input_size)
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        export_model(model, tmp, size, batch_dynamic)
+    return out
+
+
+def cache_dir() -> Path:
+    """Where exported graphs of checkpoints are kept: ``$COBBNET_CACHE`` or ``~/.cache/cobbnet``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "cobbnet"
+
+
+def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] | None = None) -> Path:
+    """The ONNX graph of a checkpoint, exported once and reused.
+
+    The cache key covers the weights' and config's bytes, the input size and the torch
+    version, so a changed checkpoint or exporter never serves a stale graph.
+    """
+    weights, meta = checkpoint.paths(checkpoint_path)
+    digest = hashlib.sha256()
+    for part in (weights, meta):
+        if not part.is_file():
+            raise InputError(f"{part}: checkpoint file not found")
+        digest.update(part.read_bytes())
+    size = tuple(input_size or checkpoint.read_meta(checkpoint_path)["config"]["model"]["input_size"])
+    digest.update(f"{size}|{torch.__version__}|{OPSET}".encode())
+    out = cache_dir() / f"{weights.stem}-{digest.hexdigest()[:16]}.onnx"
+    if not out.is_file():
+        export_onnx(checkpoint_path, out, size)
+    return out
+
+
+def runner_for_checkpoint(checkpoint_path: str | os.PathLike, model: torch.nn.Module,
+                          input_size: tuple[int, int], threads: int | None = None) -> OnnxRunner:
+    """ONNX Runtime for a loaded checkpoint: its cached graph, or an in-memory export of
+    ``model`` (the same weights) where the cache folder cannot be written."""
+    try:
+        return OnnxRunner(cached_onnx(checkpoint_path, input_size), threads)
+    except OSError:
+        return OnnxRunner.from_model(model, input_size, threads)
+
+
+class OnnxRunner:
+    """ONNX Runtime on the CPU, with ``run_network`` as in :class:`cobbnet.predict.Predictor`.
+
+    ``source`` is an ``.onnx`` path or the graph's bytes; ``threads`` defaults to torch's
+    intra-op thread count, so both engines use the same cores.
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        model = source if isinstance(source, bytes) else str(source)
+        try:
+            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own untyped errors on bad files
+            name = "graph" if isinstance(source, bytes) else str(source)
+            raise InputError(f"{name}: not a loadable ONNX model ({str(err).splitlines()[0]})") from None
+        shape = self.session.get_inputs()[0].shape  # [batch, 1, H, W]
+        self.input_size: tuple[int, int] = (int(shape[2]), int(shape[3]))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.network_seconds = 0.0
+        self.network_images = 0
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, input_size: tuple[int, int],
+                   threads: int | None = None) -> OnnxRunner:
+        """Export an in-memory model (no file written) and open it."""
+        buf = io.BytesIO()
+        export_model(model, buf, input_size)
+        return cls(buf.getvalue(), threads)
+
+    def run_network(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, 1, H, W)`` float in [0, 1] -> heads dict of float32 CPU tensors."""
+        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
+        start = time.perf_counter()
+        values = self.session.run(self.output_names, {INPUT_NAME: x})
+        self.network_seconds += time.perf_counter() - start
+        self.network_images += len(x)
+        return {name: torch.from_numpy(v) for name, v in zip(self.output_names, values, strict=True)}

@@ -1,0 +1,80 @@
+"""A thin LightningModule around :class:`cobbnet.model.CobbNet`: one shared step for train and val.
+
+Validation also decodes the heads and scores the Cobb angles, so a run's log shows the figure
+the paper reports (SMAPE) beside the losses it optimises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from cobbnet.cobb import cobb_angles_batch
+from cobbnet.config import Config, from_dict
+from cobbnet.decode import decode, to_original
+from cobbnet.losses import compute_losses
+from cobbnet.metrics import landmark_error, smape
+from cobbnet.model import build_model
+
+
+class LitCobbNet(L.LightningModule):
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        # a plain dict, so resume checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters({"config": config})
+        self.cfg: Config = from_dict(config)
+        self.model = build_model(self.cfg.model)
+        if self.cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(x)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[dict, dict]:
+        x = batch["image"]
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outputs = self.model(x)
+        losses = compute_losses(outputs, batch, self.cfg.loss)
+        B = x.shape[0]
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "total", batch_size=B,
+                     on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
+        return outputs, losses
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")[1]["total"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        outputs, _ = self._step(batch, "val")
+        pred = predicted_landmarks(outputs, batch, tuple(self.cfg.model.input_size))  # (B, 17, 4, 2)
+        true = batch["landmarks"].detach().cpu().numpy()
+        heights = batch["orig_size"][:, 0].cpu().numpy()
+        pred_angles = cobb_angles_batch(pred, heights)[0]
+        true_angles = cobb_angles_batch(true, heights)[0]
+        B = len(true)
+        # per-image means, weighted by batch size: the epoch value is the mean over images
+        self.log("val/smape", smape(pred_angles, true_angles), batch_size=B, sync_dist=True, prog_bar=True)
+        self.log("val/landmark_error", landmark_error(pred, true), batch_size=B, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        t = self.cfg.train
+        opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        if t.lr_schedule == "constant":
+            return opt
+        if t.lr_schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t.epochs))
+            return {"optimizer": opt, "lr_scheduler": sched}
+        raise ValueError(f"unknown lr_schedule {t.lr_schedule!r}; expected constant or cosine")
+
+
+def predicted_landmarks(outputs: dict[str, torch.Tensor], batch: dict[str, Any],
+                        input_size: tuple[int, int]) -> np.ndarray:
+    """Decode a batch's heads into ``(B, 17, 4, 2)`` landmarks in original-image pixels."""
+    lm, _ = decode({k: v.detach().float() for k, v in outputs.items()})
+    lm = lm.cpu().numpy()
+    sizes = batch["orig_size"].cpu().numpy()
+    return np.stack([to_original(lm[i], input_size, tuple(sizes[i])) for i in range(len(lm))])

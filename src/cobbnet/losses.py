@@ -1,0 +1,154 @@
+"""The training loss, the paper's eq. (2):
+
+``L_total = L_hm + L_reg + L_cnr + a_seg * L_csc``
+
+- ``L_hm``: CenterNet's penalty-reduced focal loss on the centre heatmap;
+- ``L_reg``, ``L_cnr``: L1 on the centre and corner offsets, read at the true centre cells;
+- ``L_csc``: the heterogeneous consistency loss (eq. 1): a binary focal loss (Lin et al.) of
+  ``M_prd = a_csc * M_kpt + (1 - a_csc) * M_msk`` against the true mask, where ``M_kpt`` is
+  the FWT fill (``raster.fill_quads``) of the predicted corners and ``M_msk`` the mask head.
+
+No function here changes ``outputs`` or ``targets`` in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cobbnet.heads import gather
+from cobbnet.landmarks import N_CORNERS
+from cobbnet.raster import MODES, fill_quads
+
+FOCAL_ALPHA = 2  # CenterNet: (1 - p)^alpha down-weights easy cells
+FOCAL_BETA = 4  # CenterNet: (1 - gt)^beta spares the cells near a centre
+PROB_EPS = 1e-6  # M_prd can reach 0 or 1 exactly (a saturated soft fill): keep log finite
+
+# How much of the predicted mask comes from the keypoints, per variant (None: no mask loss).
+# "seg" is plain segmentation (a_csc = 0); "hcl" blends with the configured a_csc.
+VARIANTS: tuple[str, ...] = ("kpt", "seg", "hcl")
+
+
+@dataclass
+class LossConfig:
+    """Which loss terms are on and how they are weighted.
+
+    ``a_csc = 0.5``: the paper's Fig. 2 finds that a blend of the keypoint fill and the mask
+    head beats either alone without the text giving the best value; an even blend is the
+    neutral choice, and it leaves the mask head half of M_prd so it still learns the spine
+    where the corners are wrong. ``a_seg = 1.0``: eq. (2) as printed, every term at weight 1;
+    the pixel-mean focal loss starts at a few tenths (a tenth of the pixels foreground at the head's
+    0.1 prior), the same order as the other terms, so it needs no rescaling.
+    ``tau = 0.5`` map cells (2 input pixels): the soft fill's edge stays sharper than a
+    vertebra (about 10 x 8 cells) while a corner a cell off still gets a gradient.
+    """
+
+    variant: str = "hcl"
+    a_csc: float = 0.5
+    a_seg: float = 1.0
+    fwt: str = "soft"
+    tau: float = 0.5
+    focal_gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown loss variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        if self.fwt not in MODES:
+            raise ValueError(f"unknown fwt {self.fwt!r}; expected one of {', '.join(MODES)}")
+        if not 0.0 <= self.a_csc <= 1.0:
+            raise ValueError(f"a_csc must lie in [0, 1], got {self.a_csc}")
+
+    @property
+    def mix(self) -> float | None:
+        """The a_csc the variant uses: None (no mask loss), 0 ("seg") or ``a_csc`` ("hcl")."""
+        return {"kpt": None, "seg": 0.0, "hcl": self.a_csc}[self.variant]
+
+
+def focal_loss_centernet(pred_hm: torch.Tensor, gt_hm: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of centres.
+
+    ``pred_hm``, ``gt_hm (B, 1, h, w)``; ``pred_hm`` is a probability kept away from 0 and 1
+    (the model's clamped sigmoid). Positives are the cells where ``gt_hm == 1``.
+    """
+    pos = gt_hm.eq(1).to(pred_hm.dtype)
+    neg_weight = (1 - gt_hm).pow(FOCAL_BETA) * (1 - pos)
+    pos_loss = torch.log(pred_hm) * (1 - pred_hm).pow(FOCAL_ALPHA) * pos
+    neg_loss = torch.log(1 - pred_hm) * pred_hm.pow(FOCAL_ALPHA) * neg_weight
+    # with no centre at all, pos_loss is 0 and the sum of neg_loss is CenterNet's value
+    return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
+
+
+def l1_at(
+    pred_map: torch.Tensor, ind: torch.Tensor, valid: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """CenterNet's RegL1Loss: mean |pred - target| over the valid entries.
+
+    ``pred_map (B, C, h, w)`` read at ``ind (B, K)`` through ``heads.gather``; ``valid (B, K)``
+    1 or 0; ``target (B, K, C)``. Divided by the number of valid values (valid objects x C).
+    """
+    pred = gather(pred_map, ind)  # (B, K, C)
+    weight = valid.to(pred.dtype)[..., None].expand_as(pred)
+    return (torch.abs(pred - target) * weight).sum() / (weight.sum() + 1e-4)
+
+
+def binary_focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Lin et al.'s focal loss ``-(1 - p_t)^gamma log(p_t)``, averaged over all pixels.
+
+    ``prob``, ``target`` of one shape; ``target`` in [0, 1] (a fractional target weighs the
+    two classes' terms by t and 1 - t).
+    """
+    p = prob.clamp(PROB_EPS, 1 - PROB_EPS)
+    pos = target * (1 - p).pow(gamma) * torch.log(p)
+    neg = (1 - target) * p.pow(gamma) * torch.log(1 - p)
+    return -(pos + neg).mean()
+
+
+def predicted_corners(outputs: dict[str, torch.Tensor], ind: torch.Tensor) -> torch.Tensor:
+    """Corners ``(B, K, 4, 2)`` in map units read at the true centre cells ``ind (B, K)``.
+
+    Cell (ix, iy) + predicted centre offset + predicted corner offsets, so that a corner
+    error reaches both the ``reg`` and the ``cnr`` head.
+    """
+    reg, cnr = outputs["reg"], outputs["cnr"]
+    B, _, h, w = reg.shape
+    cell = torch.stack([ind % w, torch.div(ind, w, rounding_mode="floor")], dim=-1).to(reg.dtype)
+    center = cell + gather(reg, ind)  # (B, K, 2)
+    offsets = gather(cnr, ind).reshape(B, ind.shape[1], N_CORNERS, 2)  # (B, K, 4, 2)
+    return center[:, :, None, :] + offsets
+
+
+def hcl_loss(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: LossConfig
+) -> torch.Tensor:
+    """The consistency loss L_csc of eq. (1); for variant "kpt" a zero tensor."""
+    mix = cfg.mix
+    if mix is None:
+        return outputs["mask"].new_zeros(())
+    m_prd = outputs["mask"]  # (B, 1, h, w)
+    if mix > 0:  # a_csc = 0 needs no fill: M_prd is the mask head alone
+        h, w = m_prd.shape[-2:]
+        corners = predicted_corners(outputs, targets["ind"])  # (B, 17, 4, 2)
+        m_kpt = fill_quads(corners, (h, w), cfg.fwt, cfg.tau, targets["valid"])
+        m_prd = mix * m_kpt + (1 - mix) * m_prd
+    return binary_focal_loss(m_prd, targets["mask"], cfg.focal_gamma)
+
+
+def compute_losses(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: LossConfig
+) -> dict[str, torch.Tensor]:
+    """Every term of eq. (2): keys ``total``, ``hm``, ``reg``, ``cnr``, ``csc``.
+
+    ``outputs``: the model's maps (``hm``, ``mask`` as probabilities); ``targets``: batched
+    ``targets.encode`` tensors ``hm (B,1,h,w)``, ``reg (B,17,2)``, ``cnr (B,17,8)``,
+    ``mask (B,1,h,w)``, ``ind (B,17)`` int64, ``valid (B,17)``.
+    """
+    ind, valid = targets["ind"], targets["valid"]
+    terms = {
+        "hm": focal_loss_centernet(outputs["hm"], targets["hm"]),
+        "reg": l1_at(outputs["reg"], ind, valid, targets["reg"]),
+        "cnr": l1_at(outputs["cnr"], ind, valid, targets["cnr"]),
+        "csc": hcl_loss(outputs, targets, cfg),
+    }
+    terms["total"] = terms["hm"] + terms["reg"] + terms["cnr"] + cfg.a_seg * terms["csc"]
+    return terms

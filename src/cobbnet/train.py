@@ -1,0 +1,177 @@
+"""Training, read top to bottom: config -> data -> Lightning module -> trainer -> best weights.
+
+``train(cfg)`` trains one fold and returns its metrics; ``train_folds`` runs several in turn.
+Each run's folder (``out_dir/name/fold-K``) holds its resolved ``config.yaml``, CSV logs,
+``best.safetensors`` + ``best.json`` (lowest validation loss so far, as in the paper),
+``last.safetensors`` + ``last.json`` and ``state/`` with Lightning's resumable state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import ConcatDataset, DataLoader
+
+from cobbnet import checkpoint
+from cobbnet.aasce import read_split
+from cobbnet.audit import audit_samples
+from cobbnet.config import Config, dump_yaml
+from cobbnet.data import Augment, SpineDataset, kfold_indices, set_dataset_epoch
+from cobbnet.errors import InputError
+from cobbnet.hardware import lightning_precision
+from cobbnet.lit import LitCobbNet
+from cobbnet.outputs import write_text
+
+
+def run_dir(cfg: Config) -> Path:
+    return Path(cfg.train.out_dir) / cfg.train.name / f"fold-{cfg.data.fold}"
+
+
+def build_datasets(cfg: Config) -> tuple[Any, Any]:
+    """(train, val) datasets for the configured source and fold."""
+    d, size = cfg.data, tuple(cfg.model.input_size)
+    augment = Augment() if d.augment else None
+    synth_size = tuple(d.synthetic_size) if d.synthetic_size else None
+    if d.source == "synthetic":
+        train = SpineDataset.from_synthetic(d.synthetic_train, d.synthetic_seed, synth_size, size, augment, cfg.train.seed)
+        val = SpineDataset.from_synthetic(d.synthetic_val, d.synthetic_seed + 10_000, synth_size, size, None)
+        return train, val
+    if d.source != "aasce":
+        raise InputError(f"data.source: unknown source {d.source!r}; expected aasce or synthetic")
+    samples = read_split(d.root, d.split)
+    if not 0 <= d.fold < d.folds:
+        raise InputError(f"data.fold: {d.fold} is not in 0..{d.folds - 1}")
+    train_idx, val_idx = kfold_indices(len(samples), d.folds, d.fold, d.fold_seed)
+    train_samples = [samples[i] for i in train_idx]
+    if d.skip_faulty_labels:
+        faulty = {f.name for f in audit_samples(train_samples) if f.check != "angles-mismatch"}
+        train_samples = [s for s in train_samples if s.name not in faulty]
+    train = SpineDataset.from_aasce(train_samples, size, augment, cfg.train.seed)
+    val = SpineDataset.from_aasce([samples[i] for i in val_idx], size, None)
+    if d.extra_synthetic:
+        extra = SpineDataset.from_synthetic(d.extra_synthetic, d.synthetic_seed, synth_size, size, augment, cfg.train.seed)
+        train = ConcatDataset([train, extra])
+    return train, val
+
+
+class EpochAugmentation(Callback):
+    """A new augmentation stream each epoch, reproducible from (seed, epoch, index)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        set_dataset_epoch(trainer.train_dataloader.dataset, trainer.current_epoch)
+
+
+class SafetensorsExport(Callback):
+    """After each validation: ``last.*`` always, ``best.*`` when the validation loss is the lowest so far."""
+
+    def __init__(self, folder: Path, cfg: Config, monitor: str = "val/total"):
+        self.folder, self.cfg, self.monitor = folder, cfg, monitor
+        self.best = math.inf
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics["epoch"] = trainer.current_epoch
+        checkpoint.save(self.folder / "last", module.model, self.cfg, metrics)
+        value = metrics.get(self.monitor, math.inf)
+        if value < self.best:
+            self.best = value
+            checkpoint.save(self.folder / "best", module.model, self.cfg, metrics)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.best = state["best"]
+
+
+def _resume_path(state: Path) -> Path | None:
+    """The newest resumable state: the end of the last epoch or the moment of an interruption."""
+    found = [p for p in (state / "last.ckpt", state / "interrupted.ckpt") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one fold; returns the final validation metrics and the checkpoint paths."""
+    cfg = copy.deepcopy(cfg)
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "config.yaml", dump_yaml(cfg))
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    train_set, val_set = build_datasets(cfg)
+    t = cfg.train
+    loader = dict(batch_size=t.batch_size, num_workers=cfg.data.num_workers,
+                  persistent_workers=cfg.data.num_workers > 0)
+    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > t.batch_size, **loader)
+    val_loader = DataLoader(val_set, shuffle=False, **loader)
+
+    state = folder / "state"
+    # one version folder per (re)start, so a resumed run never overwrites earlier logs
+    loggers: list[Any] = [CSVLogger(folder, name="logs")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(folder, name="tb"))
+    except ImportError:
+        pass
+    callbacks: list[Callback] = [
+        ModelCheckpoint(dirpath=state, filename="epoch-{epoch}", save_last=True, save_top_k=0),
+        OnExceptionCheckpoint(dirpath=state, filename="interrupted"),
+        SafetensorsExport(folder, cfg),
+        EpochAugmentation(),
+    ]
+    trainer = L.Trainer(
+        max_epochs=t.epochs, precision=lightning_precision(t.precision, t.accelerator),
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes,
+        logger=loggers, callbacks=callbacks, enable_progress_bar=progress,
+        enable_model_summary=False, deterministic=False, log_every_n_steps=max(1, min(10, len(train_loader))),
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.val_every, default_root_dir=folder, num_sanity_val_steps=0,
+    )
+    module = LitCobbNet(cfg.to_dict())
+    ckpt = _resume_path(state) if resume else None
+    if resume and ckpt is None:
+        print(f"no saved state in {state}: starting from scratch")
+    if ckpt is None:
+        trainer.fit(module, train_loader, val_loader)
+    else:  # our own state files, still read with the restricted (no-code) unpickler
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt, weights_only=True)
+    if trainer.interrupted:
+        raise KeyboardInterrupt(f"training interrupted; resume with --resume (state in {state})")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(run_dir=str(folder), best=str(folder / "best.safetensors"),
+                   last=str(folder / "last.safetensors"), fold=cfg.data.fold)
+    return metrics
+
+
+def train_folds(cfg: Config, folds: list[int], resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Train each listed fold in turn (skipping folds whose run already finished, when resuming)."""
+    results = []
+    for fold in folds:
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.data.fold = fold
+        done = run_dir(fold_cfg) / "state" / "last.ckpt"
+        if resume and done.is_file() and _finished(done, fold_cfg.train.epochs):
+            results.append({"fold": fold, "run_dir": str(run_dir(fold_cfg)), "skipped": True,
+                            "best": str(run_dir(fold_cfg) / "best.safetensors")})
+            continue
+        results.append(train(fold_cfg, resume=resume, progress=progress))
+    return results
+
+
+def _finished(last_ckpt: Path, epochs: int) -> bool:
+    state = torch.load(last_ckpt, map_location="cpu", weights_only=True)
+    return int(state.get("epoch", 0)) >= epochs  # Lightning stores completed epochs at epoch end
+

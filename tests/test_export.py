@@ -1,0 +1,127 @@
+"""ONNX export: the exported graph computes what the torch model computes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from cobbnet import checkpoint
+from cobbnet.config import Config
+from cobbnet.errors import InputError
+from cobbnet.export import OUTPUT_NAMES, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
+from cobbnet.heads import HEADS, STRIDE
+from cobbnet.model import ModelConfig, build_model
+
+SIZE = (256, 128)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: where other jobs share the cores, two OpenMP threads wait on
+    each other at every barrier and these small graphs run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model = ModelConfig(backbone="hrnet_w18_small_v2", input_size=SIZE)
+    model = build_model(cfg.model)
+    # BatchNorm statistics from data, as after training: activations stay O(1) through the
+    # network (an untrained one reaches logits in the thousands) and folding non-trivial
+    # statistics into the convs is exercised
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # a plain average over the calibration batches
+    with torch.no_grad():
+        model.train()(torch.rand(4, 1, *SIZE))
+    return checkpoint.save(tmp_path_factory.mktemp("ckpt") / "small", model.eval(), cfg)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("onnx") / "small.onnx")
+
+
+def test_export_writes_named_graph_with_dynamic_batch(onnx_path: Path) -> None:
+    graph = onnx.load(str(onnx_path)).graph
+    assert [o.name for o in graph.output] == list(HEADS) == list(OUTPUT_NAMES)
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    assert [d.dim_value for d in dims[1:]] == [1, *SIZE]
+    assert not list(onnx_path.parent.glob(".*")), "temporary file left behind"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_matches_torch(small_checkpoint: Path, onnx_path: Path, batch: int) -> None:
+    model, _ = checkpoint.load(small_checkpoint)
+    runner = OnnxRunner(onnx_path, threads=1)
+    x = torch.rand(batch, 1, *SIZE, generator=torch.Generator().manual_seed(batch))
+    with torch.inference_mode():
+        want = model(x)
+    got = runner.run_network(x)
+    h, w = SIZE[0] // STRIDE, SIZE[1] // STRIDE
+    assert set(got) == set(HEADS)
+    for name, channels in HEADS.items():
+        assert got[name].shape == (batch, channels, h, w)
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=2e-4)
+    assert runner.network_images == batch and runner.network_seconds > 0
+
+
+def test_fixed_batch_and_in_memory_runner(small_checkpoint: Path, tmp_path: Path) -> None:
+    path = export_onnx(small_checkpoint, tmp_path / "fixed.onnx", batch_dynamic=False)
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 1
+    model, _ = checkpoint.load(small_checkpoint)
+    runner = OnnxRunner.from_model(model.to(memory_format=torch.channels_last), SIZE, threads=1)
+    assert runner.input_size == SIZE
+    x = torch.rand(1, 1, *SIZE)
+    with torch.inference_mode():
+        want = model(x)  # the export left the caller's model as it was (channels_last)
+    assert model.heads["hm"][0].weight.is_contiguous(memory_format=torch.channels_last)
+    got = runner.run_network(x)
+    np.testing.assert_allclose(got["hm"].numpy(), want["hm"].numpy(), atol=1e-4)
+
+
+def test_cached_onnx_reuses_graph_and_tracks_weights(small_checkpoint: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COBBNET_CACHE", str(tmp_path / "cache"))
+    first = cached_onnx(small_checkpoint)
+    mtime = first.stat().st_mtime_ns
+    assert cached_onnx(small_checkpoint) == first and first.stat().st_mtime_ns == mtime
+    # other weights under the same name give another graph
+    model, cfg = checkpoint.load(small_checkpoint)
+    with torch.no_grad():
+        model.heads["hm"][-1].bias.add_(1.0)
+    copy = checkpoint.save(tmp_path / "small", model, cfg)
+    assert cached_onnx(copy) != first
+
+
+def test_runner_falls_back_to_memory_when_cache_is_unwritable(
+        small_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("COBBNET_CACHE", str(blocker / "cache"))  # below a file: mkdir fails
+    model, _ = checkpoint.load(small_checkpoint)
+    runner = runner_for_checkpoint(small_checkpoint, model, SIZE, threads=1)
+    x = torch.rand(1, 1, *SIZE)
+    with torch.inference_mode():
+        want = model(x)
+    torch.testing.assert_close(runner.run_network(x)["cnr"], want["cnr"], rtol=1e-3, atol=2e-4)
+
+
+def test_bad_onnx_file_is_an_input_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(InputError, match=str(bad)):
+        OnnxRunner(bad)
