@@ -78,13 +78,20 @@ def test_centernet_focal_loss_by_hand() -> None:
 def test_centernet_focal_loss_without_centres_is_the_negative_sum() -> None:
     gt = torch.zeros(1, 1, 2, 2)
     pred = torch.full((1, 1, 2, 2), 0.2)
-    assert focal_loss_centernet(pred, gt).item() == pytest.approx(-4 * math.log(0.8) * 0.04, rel=1e-6)
+    assert focal_loss_centernet(pred, gt).item() == pytest.approx(
+        -4 * math.log(0.8) * 0.04, rel=1e-6
+    )
 
 
 def test_binary_focal_loss_by_hand_and_its_gamma_zero_limit() -> None:
     prob = torch.tensor([0.9, 0.2, 0.6, 0.3])
     target = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    terms = [0.1**2 * math.log(0.9), 0.2**2 * math.log(0.8), 0.4**2 * math.log(0.6), 0.3**2 * math.log(0.7)]
+    terms = [
+        0.1**2 * math.log(0.9),
+        0.2**2 * math.log(0.8),
+        0.4**2 * math.log(0.6),
+        0.3**2 * math.log(0.7),
+    ]
     assert binary_focal_loss(prob, target).item() == pytest.approx(-sum(terms) / 4, rel=1e-6)
     bce = F.binary_cross_entropy(prob, target)
     assert binary_focal_loss(prob, target, gamma=0.0).item() == pytest.approx(bce.item(), rel=1e-6)
@@ -123,7 +130,9 @@ def test_variants_switch_the_consistency_term() -> None:
     out = TinyHeads(64, 32)()
     kpt = compute_losses(out, batch, LossConfig(variant="kpt"))
     assert kpt["csc"].item() == 0.0
-    assert kpt["total"].item() == pytest.approx((kpt["hm"] + kpt["reg"] + kpt["cnr"]).item(), rel=1e-6)
+    assert kpt["total"].item() == pytest.approx(
+        (kpt["hm"] + kpt["reg"] + kpt["cnr"]).item(), rel=1e-6
+    )
 
     seg = compute_losses(out, batch, LossConfig(variant="seg", a_csc=0.7, a_seg=2.0))
     plain = binary_focal_loss(out["mask"], batch["mask"])
@@ -141,7 +150,7 @@ def _csc_grads(cfg: LossConfig) -> dict[str, torch.Tensor | None]:
     csc = hcl_loss(net(), _targets(_spine()), cfg)
     names = ["reg", "cnr", "mask"]
     params = [net.heads[n].weight for n in names]
-    return dict(zip(names, torch.autograd.grad(csc, params, allow_unused=True)))
+    return dict(zip(names, torch.autograd.grad(csc, params, allow_unused=True), strict=True))
 
 
 def test_consistency_gradient_reaches_the_offset_heads_in_soft_mode() -> None:
@@ -152,7 +161,11 @@ def test_consistency_gradient_reaches_the_offset_heads_in_soft_mode() -> None:
 
 @pytest.mark.parametrize(
     "cfg",
-    [LossConfig(variant="hcl", a_csc=0.5, fwt="hard"), LossConfig(variant="hcl", a_csc=0.0), LossConfig(variant="seg")],
+    [
+        LossConfig(variant="hcl", a_csc=0.5, fwt="hard"),
+        LossConfig(variant="hcl", a_csc=0.0),
+        LossConfig(variant="seg"),
+    ],
     ids=["hard", "a_csc=0", "seg"],
 )
 def test_consistency_gradient_skips_the_offset_heads(cfg: LossConfig) -> None:
@@ -164,7 +177,9 @@ def test_consistency_gradient_skips_the_offset_heads(cfg: LossConfig) -> None:
 def test_losses_leave_outputs_and_targets_untouched() -> None:
     batch = _targets(_spine())
     out = TinyHeads(64, 32)()
-    before = {k: v.detach().clone() for k, v in {**out, **{f"t_{k}": v for k, v in batch.items()}}.items()}
+    before = {
+        k: v.detach().clone() for k, v in {**out, **{f"t_{k}": v for k, v in batch.items()}}.items()
+    }
     compute_losses(out, batch, LossConfig())["total"].backward()
     after = {**out, **{f"t_{k}": v for k, v in batch.items()}}
     for k, v in before.items():

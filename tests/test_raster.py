@@ -51,7 +51,10 @@ def test_soft_fill_tends_to_hard_as_tau_shrinks(seed: int) -> None:
     corners = torch.from_numpy(_spine_map_units(seed))[None]
     hard = fill_quads(corners, MAP, mode="hard")[0, 0].numpy() > 0.5
     assert _iou(fill_quads(corners, MAP, "soft", tau=0.02)[0, 0].numpy() > 0.5, hard) > 0.98
-    err = [np.abs(fill_quads(corners, MAP, "soft", tau)[0, 0].numpy() - hard).mean() for tau in (1.0, 0.1, 0.01)]
+    err = [
+        np.abs(fill_quads(corners, MAP, "soft", tau)[0, 0].numpy() - hard).mean()
+        for tau in (1.0, 0.1, 0.01)
+    ]
     assert err[0] > err[1] > err[2]
 
 
@@ -98,7 +101,10 @@ def test_hard_fill_carries_no_gradient() -> None:
 def test_soft_fill_gradient_matches_finite_differences() -> None:
     # two small tilted vertebrae on a 9 x 8 map, float64 for gradcheck
     quads = torch.tensor(
-        [[[1.2, 1.1], [5.9, 1.7], [1.0, 3.8], [5.6, 4.3]], [[2.1, 5.0], [6.8, 5.4], [1.7, 7.9], [6.5, 8.2]]],
+        [
+            [[1.2, 1.1], [5.9, 1.7], [1.0, 3.8], [5.6, 4.3]],
+            [[2.1, 5.0], [6.8, 5.4], [1.7, 7.9], [6.5, 8.2]],
+        ],
         dtype=torch.float64,
     )[None].requires_grad_()
     assert torch.autograd.gradcheck(lambda c: fill_quads(c, (9, 8), "soft", tau=0.7), (quads,))

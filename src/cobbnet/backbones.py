@@ -135,14 +135,15 @@ class UpsamplingDecoder(nn.Module):
             raise RuntimeError(f"finest encoder feature is not at stride {STRIDE}")
         self.body = body
         self.steps = nn.ModuleList(
-            Combine(c_low, c_skip) for c_low, c_skip in zip(channels[:0:-1], channels[-2::-1])
+            Combine(c_low, c_skip)
+            for c_low, c_skip in zip(channels[:0:-1], channels[-2::-1], strict=True)
         )
         self.out_channels = channels[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.body(x)
         y = feats[-1]  # (B, 512, H/32, W/32)
-        for step, skip in zip(self.steps, feats[-2::-1]):
+        for step, skip in zip(self.steps, feats[-2::-1], strict=True):
             y = step(y, skip)
         return y  # (B, 64, H/4, W/4)
 

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import datetime
 import inspect
+import logging
 import os
 import platform
 import statistics
@@ -43,6 +44,8 @@ from cobbnet.synthetic import make_radiograph
 
 Engine = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # run_network's contract
 EngineBuilder = Callable[[torch.nn.Module, tuple[int, int]], Engine]
+
+log = logging.getLogger(__name__)
 
 INPUT_SIZE = (1024, 512)  # (H, W) the network runs at
 FILE_SIZE = (2000, 800)  # (H, W) of the synthetic JPEGs: an AASCE-sized radiograph
@@ -78,12 +81,16 @@ def torch_engine(model: torch.nn.Module, device: str = "cpu", dtype: torch.dtype
     if compile_mode is not None:
         net = torch.compile(net, mode=compile_mode, dynamic=False)
 
+    graphs = compile_mode == "reduce-overhead"  # CUDA graphs: outputs live in reused buffers
+
     def run(batch: torch.Tensor) -> dict[str, torch.Tensor]:
         x = batch.to(dev).contiguous(memory_format=fmt)
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         # no_grad rather than inference_mode: inductor's weight freezing needs it
         with torch.no_grad(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None), \
                 _freezing(compile_mode is not None and dev.type == "cpu"):
-            out = {k: v.float() for k, v in net(x).items()}
+            out = {k: v.float().clone() if graphs else v.float() for k, v in net(x).items()}
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return out
@@ -245,16 +252,20 @@ def bench_model(name: str, plan: Plan, modes: dict[str, EngineBuilder], gflops_r
             engines.pop(mode, None)
             result["errors"][mode] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         result["setup_s"][mode] = time.perf_counter() - start
+        log.info("%s %s: ready in %.1f s %s", name, mode, result["setup_s"][mode],
+                 result["errors"].get(mode, ""))
     for batch in plan.batches:
         x = torch.rand(batch, 1, *size)
         times = round_robin({m: (lambda e=e, x=x: e(x)) for m, e in engines.items()}, plan.repeats)
         floor_s = gflops * batch / gflops_rate
         result["network"] += [{"batch": batch, **r} for r in _speed_rows(times, batch, floor_s)]
+        log.info("%s: network at batch %d timed", name, batch)
     preds = {m: predictor_with(ckpt, e) for m, e in engines.items()}
     calls = {m: (lambda p=p: [p.predict(f) for f in files]) for m, p in preds.items()}
     times = round_robin(calls, plan.repeats, warmup=0)  # engines are warm already
     times = {m: [s / len(files) for s in v] for m, v in times.items()}
     result["end_to_end"] = _speed_rows(times, 1, None)
+    log.info("%s: end to end timed", name)
     result["predictors"] = preds
     return result
 

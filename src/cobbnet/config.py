@@ -53,6 +53,9 @@ class TrainConfig:
     lr: float = 1.25e-4  # Adam, as in the paper
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # "constant" (paper) or "cosine"
+    # Linear warm-up over the first steps: from scratch, Adam at lr >= 5e-4 without it drives
+    # every heatmap logit to the clamp on step one, where the focal loss has no gradient left.
+    warmup_steps: int = 0
     seed: int = 0
     precision: str = "32"  # "32", "bf16-mixed", "16-mixed", or "auto" (bf16 where native)
     accelerator: str = "auto"

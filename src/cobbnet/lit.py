@@ -6,6 +6,8 @@ the paper reports (SMAPE) beside the losses it optimises.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import lightning as L
@@ -63,12 +65,23 @@ class LitCobbNet(L.LightningModule):
     def configure_optimizers(self) -> Any:
         t = self.cfg.train
         opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        if t.lr_schedule == "constant":
-            return opt
-        if t.lr_schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t.epochs))
-            return {"optimizer": opt, "lr_scheduler": sched}
-        raise ValueError(f"unknown lr_schedule {t.lr_schedule!r}; expected constant or cosine")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = functools.partial(lr_factor, warmup=t.warmup_steps, total=total, shape=t.lr_schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_factor(step: int, warmup: int, total: int, shape: str) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step``: linear warm-up, then
+    constant (the paper) or a cosine decay to zero at the last step."""
+    if shape not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {shape!r}; expected constant or cosine")
+    if step < warmup:
+        return (step + 1) / warmup
+    if shape == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def predicted_landmarks(outputs: dict[str, torch.Tensor], batch: dict[str, Any],

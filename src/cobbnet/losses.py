@@ -23,10 +23,10 @@ from cobbnet.raster import MODES, fill_quads
 
 FOCAL_ALPHA = 2  # CenterNet: (1 - p)^alpha down-weights easy cells
 FOCAL_BETA = 4  # CenterNet: (1 - gt)^beta spares the cells near a centre
-PROB_EPS = 1e-6  # M_prd can reach 0 or 1 exactly (a saturated soft fill): keep log finite
+FOCAL_EPS = 1e-6  # M_prd can reach 0 or 1 exactly (a saturated soft fill): keep log finite
 
-# How much of the predicted mask comes from the keypoints, per variant (None: no mask loss).
-# "seg" is plain segmentation (a_csc = 0); "hcl" blends with the configured a_csc.
+# "kpt": keypoint terms only; "seg": plus a plain mask loss (a_csc = 0); "hcl": plus the
+# consistency loss with the configured a_csc. ``LossConfig.mix`` gives each one's a_csc.
 VARIANTS: tuple[str, ...] = ("kpt", "seg", "hcl")
 
 
@@ -53,7 +53,9 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown loss variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"unknown loss variant {self.variant!r}; expected one of {', '.join(VARIANTS)}"
+            )
         if self.fwt not in MODES:
             raise ValueError(f"unknown fwt {self.fwt!r}; expected one of {', '.join(MODES)}")
         if not 0.0 <= self.a_csc <= 1.0:
@@ -98,7 +100,7 @@ def binary_focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2
     ``prob``, ``target`` of one shape; ``target`` in [0, 1] (a fractional target weighs the
     two classes' terms by t and 1 - t).
     """
-    p = prob.clamp(PROB_EPS, 1 - PROB_EPS)
+    p = prob.clamp(FOCAL_EPS, 1 - FOCAL_EPS)
     pos = target * (1 - p).pow(gamma) * torch.log(p)
     neg = (1 - target) * p.pow(gamma) * torch.log(1 - p)
     return -(pos + neg).mean()

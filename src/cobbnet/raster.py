@@ -26,11 +26,13 @@ import torch.nn.functional as F
 
 from cobbnet.targets import POLYGON_ORDER, fill_mask
 
-_LENGTH_EPS = 1e-12  # keeps an edge's length (and its gradient) finite when two corners meet
+_LENGTH_EPS = 1e-6  # map units^2: an edge whose corners meet keeps a finite gradient
 _AREA_EPS = 1e-9  # twice the area (map units^2) below which a quad fills nothing
 
 
-def edge_distances(corners: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def edge_distances(
+    corners: torch.Tensor, size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Signed distances of every cell centre to every quad edge.
 
     ``corners (B, K, 4, 2)`` in map units -> ``d (B, K, 4, h, w)``, positive on the inner
@@ -51,9 +53,7 @@ def edge_distances(corners: torch.Tensor, size: tuple[int, int]) -> tuple[torch.
     xs = torch.arange(w, dtype=corners.dtype, device=corners.device) + 0.5
     ys = torch.arange(h, dtype=corners.dtype, device=corners.device) + 0.5
     d = (
-        a[..., None, None] * xs[None, :]
-        + b[..., None, None] * ys[:, None]
-        + k[..., None, None]
+        a[..., None, None] * xs[None, :] + b[..., None, None] * ys[:, None] + k[..., None, None]
     )  # (B, K, 4, h, w)
     return d, area2.abs() > _AREA_EPS
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from cobbnet.errors import InputError
 from cobbnet.hardware import lightning_precision
 from cobbnet.lit import LitCobbNet
 from cobbnet.outputs import write_text
+
+
+# Lightning 2.6 warns about a checkpoint path nobody passed and about its own deprecated internals
+for _pattern in (r".*\.fit\(ckpt_path=.*", r".*LeafSpec.*", r".*litlogger.*"):
+    warnings.filterwarnings("ignore", message=_pattern)
 
 
 def run_dir(cfg: Config) -> Path:
