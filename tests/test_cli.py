@@ -14,7 +14,6 @@ import scipy.io
 from typer.testing import CliRunner
 
 from cobbnet.cli import app
-from cobbnet.synthetic import write_dataset
 
 runner = CliRunner()
 

@@ -10,6 +10,7 @@ from matplotlib.path import Path as MplPath
 
 from cobbnet.heads import HEADS, STRIDE
 from cobbnet.targets import (
+    MIN_RADIUS,
     collate,
     draw_gaussian,
     encode,
@@ -241,11 +242,20 @@ def test_a_vertebra_centred_outside_the_map_is_invalid_and_has_no_peak():
 def test_peak_width_follows_the_radius_of_the_vertebra_box():
     lm = ladder((1024, 512), width=0.5, step=0.05, height=0.04)  # boxes 64 x 10.24 map units
     t = encode(lm, (1024, 512))
-    r = int(gaussian_radius(0.04 * 1024 / STRIDE, 0.5 * 512 / STRIDE))
+    r = max(MIN_RADIUS, int(gaussian_radius(0.04 * 1024 / STRIDE, 0.5 * 512 / STRIDE)))
     assert r >= 1
     iy, ix = t["ind"][8] // 128, t["ind"][8] % 128
     row = t["hm"][0, iy, ix - r - 2 : ix + r + 3]
     assert np.count_nonzero(row) == 2 * r + 1
+
+
+def test_small_vertebrae_get_the_minimum_radius():
+    lm = ladder((1024, 512), width=0.05, step=0.05, height=0.01)  # tiny boxes: corrected radius 0
+    assert int(gaussian_radius(0.01 * 1024 / STRIDE, 0.05 * 512 / STRIDE)) == 0
+    t = encode(lm, (1024, 512))
+    iy, ix = t["ind"][8] // 128, t["ind"][8] % 128
+    row = t["hm"][0, iy, ix - MIN_RADIUS - 2 : ix + MIN_RADIUS + 3]
+    assert np.count_nonzero(row) == 2 * MIN_RADIUS + 1
 
 
 def test_encode_batch_stacks_per_spine_targets():

@@ -55,7 +55,13 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeRemainingColumn(), console=err_console, transient=True)
@@ -262,7 +268,7 @@ def predict(
         table.add_row(r["name"], f"{a['pt']:.1f}", f"{a['mt']:.1f}", f"{a['tl']:.1f}", r["shape"], curves)
     console.print(table)
     console.print(f"results in {out}")
-    for path, message in errors:
+    for _path, message in errors:
         err_console.print(f"[red]skipped:[/red] {message}", highlight=False, soft_wrap=True)
     if errors:
         raise typer.Exit(1)

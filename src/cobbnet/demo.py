@@ -23,8 +23,10 @@ from cobbnet.report import save_overlay
 from cobbnet.synthetic import write_dataset
 
 SMOKE = Path(__file__).resolve().parent / "configs" / "smoke.yaml"
-N_TRAIN, N_TEST, N_OVERLAYS = 48, 16, 4
+N_TRAIN, N_TEST, N_OVERLAYS = 60, 16, 4
 SIZE = (512, 256)  # (H, W) of the generated radiographs
+# The smoke config proves the pipeline; the demo trains longer so that the model learns.
+DEMO_SCHEDULE = ["train.epochs=12", "train.lr=2.0e-3", "train.lr_schedule=cosine", "train.threads=1"]
 
 
 def run_demo(out: str | os.PathLike, seed: int = 0, console: Console | None = None,
@@ -38,7 +40,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, console: Console | None = No
     write_dataset(train_root, N_TRAIN, seed, SIZE, overwrite=True)
     write_dataset(test_root, N_TEST, seed + 1_000_000, SIZE, overwrite=True)
 
-    cfg = load_config(SMOKE, [f"data.source=aasce", f"data.root={train_root}", "data.folds=6",
+    cfg = load_config(SMOKE, ["data.source=aasce", f"data.root={train_root}", "data.folds=6", *DEMO_SCHEDULE,
                               f"train.out_dir={out / 'runs'}", f"train.seed={seed}", *(overrides or [])])
     console.print(f"2/4 training {cfg.model.backbone} at {cfg.model.input_size[0]}x{cfg.model.input_size[1]} "
                   f"for {cfg.train.epochs} epochs")

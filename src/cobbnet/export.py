@@ -87,11 +87,13 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "cobbnet"
 
 
-def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] | None = None) -> Path:
+def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] | None = None,
+                model: torch.nn.Module | None = None) -> Path:
     """The ONNX graph of a checkpoint, exported once and reused.
 
     The cache key covers the weights' and config's bytes, the input size and the torch
-    version, so a changed checkpoint or exporter never serves a stale graph.
+    version, so a changed checkpoint or exporter never serves a stale graph. ``model``, the
+    checkpoint already loaded, spares loading it again on a cache miss.
     """
     weights, meta = checkpoint.paths(checkpoint_path)
     digest = hashlib.sha256()
@@ -102,8 +104,12 @@ def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] 
     size = tuple(input_size or checkpoint.read_meta(checkpoint_path)["config"]["model"]["input_size"])
     digest.update(f"{size}|{torch.__version__}|{OPSET}".encode())
     out = cache_dir() / f"{weights.stem}-{digest.hexdigest()[:16]}.onnx"
-    if not out.is_file():
-        export_onnx(checkpoint_path, out, size)
+    if out.is_file():
+        return out
+    if model is None:
+        return export_onnx(checkpoint_path, out, size)
+    with atomic_path(out) as tmp:
+        export_model(model, tmp, size)
     return out
 
 
@@ -112,7 +118,7 @@ def runner_for_checkpoint(checkpoint_path: str | os.PathLike, model: torch.nn.Mo
     """ONNX Runtime for a loaded checkpoint: its cached graph, or an in-memory export of
     ``model`` (the same weights) where the cache folder cannot be written."""
     try:
-        return OnnxRunner(cached_onnx(checkpoint_path, input_size), threads)
+        return OnnxRunner(cached_onnx(checkpoint_path, input_size, model), threads)
     except OSError:
         return OnnxRunner.from_model(model, input_size, threads)
 

@@ -107,7 +107,7 @@ class Predictor:
         lm, scores = decode(self.run_network(batch))
         lm, scores = lm.cpu().numpy(), scores.cpu().numpy()
         results = []
-        for i, (image, name) in enumerate(zip(images, names)):
+        for i, (image, name) in enumerate(zip(images, names, strict=True)):
             H, W = image.shape[:2]
             landmarks = to_original(lm[i], self.input_size, (H, W))
             results.append(Prediction(name, landmarks, scores[i], cobb_angles(landmarks, H), (W, H), image))
@@ -138,10 +138,10 @@ class Predictor:
                 errors.append((Path(path), str(err)))
                 continue
             if len(pending) == batch_size:
-                yield from self.predict_arrays(*map(list, zip(*pending)))
+                yield from self.predict_arrays(*map(list, zip(*pending, strict=True)))
                 pending = []
         if pending:
-            yield from self.predict_arrays(*map(list, zip(*pending)))
+            yield from self.predict_arrays(*map(list, zip(*pending, strict=True)))
 
 
 def load_config(checkpoint_path: str | os.PathLike) -> Config:

@@ -15,6 +15,11 @@ from cobbnet.heads import HEADS, STRIDE
 
 INPUT_SIZE: tuple[int, int] = (1024, 512)  # network input (H, W) in pixels
 MIN_OVERLAP = 0.7  # CenterNet's IoU a box built from points within the radius keeps
+# The corrected radius is 0 or 1 cell for 91% of AASCE vertebrae at 1024x512: a one-cell
+# peak gives the focal loss almost no positives to learn from. CenterNet's original (too
+# large) formula gave 3-5 cells; a floor of 2 keeps peaks learnable yet far apart (vertebra
+# centres are at least ~2.5 cells apart even at 256x128, where a 2-cell Gaussian is ~0.01).
+MIN_RADIUS = 2
 POLYGON_ORDER = [lmk.TL, lmk.TR, lmk.BR, lmk.BL]  # the corners walked round the outline
 TARGET_KEYS: tuple[str, ...] = ("hm", "reg", "cnr", "mask", "ind", "valid")
 
@@ -130,7 +135,7 @@ def encode(
     Returns, with ``(h, w) = map_size(input_size)``:
 
     - ``hm (1, h, w)`` float32: a Gaussian per vertebra at its centre cell, radius from
-      ``gaussian_radius`` of its axis-aligned box in map units, truncated to an int >= 0;
+      ``gaussian_radius`` of its axis-aligned box in map units, truncated to an int, at least ``MIN_RADIUS``;
     - ``reg (17, 2)`` float32: c/STRIDE - floor(c/STRIDE) of the centre c (mean of corners);
     - ``cnr (17, 8)`` float32: (corner - c)/STRIDE, (x, y) per corner TL, TR, BL, BR;
     - ``mask (1, h, w)`` float32: the filled quadrilaterals (``fill_mask``);
@@ -148,7 +153,7 @@ def encode(
     hm = np.zeros((h, w), dtype=np.float32)
     sizes = pts.max(axis=1) - pts.min(axis=1)  # (17, 2) box (width, height)
     for k in np.flatnonzero(inside):
-        r = max(0, int(gaussian_radius(sizes[k, 1], sizes[k, 0], min_overlap)))
+        r = max(MIN_RADIUS, int(gaussian_radius(sizes[k, 1], sizes[k, 0], min_overlap)))
         draw_gaussian(hm, (int(cell[k, 0]), int(cell[k, 1])), r)
 
     valid = inside.astype(np.float32)

@@ -30,7 +30,6 @@ from cobbnet.hardware import lightning_precision
 from cobbnet.lit import LitCobbNet
 from cobbnet.outputs import write_text
 
-
 # Lightning 2.6 warns about a checkpoint path nobody passed and about its own deprecated internals
 for _pattern in (r".*\.fit\(ckpt_path=.*", r".*LeafSpec.*", r".*litlogger.*"):
     warnings.filterwarnings("ignore", message=_pattern)
@@ -126,8 +125,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
     # one version folder per (re)start, so a resumed run never overwrites earlier logs
     loggers: list[Any] = [CSVLogger(folder, name="logs")]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(folder, name="tb"))
     except ImportError:
