@@ -302,6 +302,25 @@ def export(
     console.print(f"wrote {path}")
 
 
+@app.command()
+@user_errors
+def bench(
+    quick: Annotated[bool, typer.Option(help="One model, three modes, two rounds: under 2 minutes.")] = False,
+    models: Annotated[list[str] | None, typer.Option("--model", help="Backbone to time (repeatable).")] = None,
+    modes: Annotated[list[str] | None, typer.Option("--mode", help="eager, channels_last, bf16, compile, onnx (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON file for the results.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Trained weights: also measures the fast path's drift on AASCE images.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch and ONNX Runtime threads.")] = None,
+) -> None:
+    """Time the network and the whole prediction path in every mode (same as benchmarks/speed.py)."""
+    from cobbnet.bench import run_benchmark
+
+    try:
+        run_benchmark(quick, models, modes, out, checkpoint, threads)
+    except ValueError as err:
+        raise InputError(f"bench: {err}") from None
+
+
 def main() -> None:
     app()
 

@@ -26,7 +26,7 @@ SMOKE = Path(__file__).resolve().parent / "configs" / "smoke.yaml"
 N_TRAIN, N_TEST, N_OVERLAYS = 60, 16, 4
 SIZE = (512, 256)  # (H, W) of the generated radiographs
 # The smoke config proves the pipeline; the demo trains longer so that the model learns.
-DEMO_SCHEDULE = ["train.epochs=12", "train.lr=2.0e-3", "train.lr_schedule=cosine", "train.threads=1"]
+DEMO_SCHEDULE = ["train.epochs=8", "train.lr=2.0e-3", "train.lr_schedule=cosine", "train.threads=1"]
 
 
 def run_demo(out: str | os.PathLike, seed: int = 0, console: Console | None = None,
