@@ -23,6 +23,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"default: all of {' '.join(MODES)} (and the GPU modes on a GPU)")
     parser.add_argument("--out", help="JSON file to write the results to")
     parser.add_argument("--checkpoint", help="trained checkpoint: its weights, and drift on AASCE images")
+    parser.add_argument("--repeats", type=int, help="timed rounds per figure (default: 2 quick, 3 full)")
     parser.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
     return parser.parse_args(argv)
 
@@ -30,7 +31,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return run_benchmark(args.quick, args.models, args.modes, args.out, args.checkpoint, args.threads)
+    return run_benchmark(args.quick, args.models, args.modes, args.out, args.checkpoint, args.threads,
+                         repeats=args.repeats)
 
 
 if __name__ == "__main__":

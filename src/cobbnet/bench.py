@@ -173,12 +173,7 @@ def count_gflops(model: torch.nn.Module, input_size: tuple[int, int]) -> float:
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = {name: _version(name) for name in PACKAGES}
     flags = cpu_flags()
     return {
         "cpu": cpu_model(), "machine": platform.machine(), "python": platform.python_version(),
@@ -186,6 +181,13 @@ def machine_info(threads: int) -> dict[str, Any]:
         "load_average": list(os.getloadavg()),  # other jobs on the machine slow every mode
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def write_radiographs(folder: Path, n: int, size: tuple[int, int] = FILE_SIZE) -> list[Path]:
@@ -218,14 +220,15 @@ def predictor_with(path: Path, engine: Engine) -> Predictor:
 
 def _speed_rows(times: dict[str, list[float]], per: int, floor_s: float | None) -> list[dict[str, Any]]:
     """Rows of ``summary`` plus speed-ups over ``BASELINE``: of the medians, and of the
-    minima (the best estimate of each mode's speed on an idle machine)."""
+    minima (the best estimate of each mode's speed on an idle machine). The floor ratio is
+    of minima too: the fastest call against the fastest matmul of the same rounds."""
     base = times.get(BASELINE)
     rows = []
     for mode, seconds in times.items():
         row = {"mode": mode, **summary(seconds)}
         if floor_s:
             row["images_per_s"] = per / row["median_s"]
-            row["floor_ratio"] = row["median_s"] / floor_s
+            row["floor_ratio"] = row["min_s"] / floor_s
         row["speedup"] = statistics.median(base) / row["median_s"] if base else None
         row["speedup_min"] = min(base) / row["min_s"] if base else None
         rows.append(row)
@@ -266,7 +269,7 @@ def bench_model(name: str, plan: Plan, modes: dict[str, EngineBuilder],
         x = torch.rand(batch, 1, *size)
         calls = {m: (lambda e=e, x=x: e(x)) for m, e in engines.items()}
         times = round_robin({**calls, "matmul": matmul_call()}, plan.repeats)
-        rate = 2 * MATMUL_N**3 / statistics.median(times.pop("matmul")) / 1e9
+        rate = 2 * MATMUL_N**3 / min(times.pop("matmul")) / 1e9  # the idle machine's rate
         rows = _speed_rows(times, batch, gflops * batch / rate)
         result["network"] += [{"batch": batch, **r, "matmul_gflops": rate} for r in rows]
         log.info("%s: network at batch %d timed", name, batch)
@@ -305,12 +308,13 @@ def run_benchmark(quick: bool = False, models: Sequence[str] | None = None,
                   modes: Sequence[str] | None = None, out: str | Path | None = None,
                   checkpoint_path: str | Path | None = None, threads: int | None = None,
                   show: bool = True, input_size: tuple[int, int] = INPUT_SIZE,
-                  file_size: tuple[int, int] = FILE_SIZE) -> dict[str, Any]:
+                  file_size: tuple[int, int] = FILE_SIZE, repeats: int | None = None) -> dict[str, Any]:
     """Time the plan (``QUICK`` or ``FULL``, narrowed by ``models``/``modes``); write ``out``.
 
     ``checkpoint_path`` replaces the random weights of the backbone it was trained with and
     enables the drift figures on AASCE radiographs. ``input_size`` and ``file_size`` (H, W)
-    are the network input and the radiograph files. Returns the JSON-ready results.
+    are the network input and the radiograph files; ``repeats`` overrides the plan's rounds.
+    Returns the JSON-ready results.
     """
     plan = QUICK if quick else FULL
     if threads:
@@ -325,7 +329,9 @@ def run_benchmark(quick: bool = False, models: Sequence[str] | None = None,
         chosen = (BASELINE, *chosen)
     ckpt_cfg = checkpoint.load(checkpoint_path)[1] if checkpoint_path else None
     names = tuple(models) if models else plan.models
-    plan = Plan(names, chosen, plan.batches, plan.repeats, plan.files, plan.drift_images)
+    if ckpt_cfg and ckpt_cfg.model.backbone not in names:  # a checkpoint is always timed
+        names += (ckpt_cfg.model.backbone,)
+    plan = Plan(names, chosen, plan.batches, repeats or plan.repeats, plan.files, plan.drift_images)
     results: dict[str, Any] = {
         "machine": machine_info(torch.get_num_threads()), "plan": asdict(plan),
         "input_size": list(input_size), "file_size": list(file_size),
