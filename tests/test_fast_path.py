@@ -44,7 +44,7 @@ def fit_heads(model: torch.nn.Module, batch: dict, steps: int = FIT_STEPS, lr: f
             m.momentum = None  # a plain average over the calibration batch
     with torch.no_grad():
         model.train().backbone(normalize(batch["image"]))
-        feats = model.eval().backbone(normalize(batch["image"]))  # (B, 270, h, w)
+        feats = model.eval().backbone(normalize(batch["image"]))  # (B, C, h, w)
     heads = {k: model.heads[k] for k in ("hm", "reg", "cnr")}  # the mask plays no part in decoding
     opt = torch.optim.Adam([p for h in heads.values() for p in h.parameters()], lr=lr)
     loss_cfg = LossConfig(variant="kpt")

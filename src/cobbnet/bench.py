@@ -261,7 +261,7 @@ def bench_model(name: str, plan: Plan, modes: dict[str, EngineBuilder],
             engines[mode](torch.rand(1, 1, *size))  # compilation and export happen here
         except Exception as err:  # a mode this machine cannot run is reported, not fatal
             engines.pop(mode, None)
-            result["errors"][mode] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            result["errors"][mode] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
         result["setup_s"][mode] = time.perf_counter() - start
         log.info("%s %s: ready in %.1f s %s", name, mode, result["setup_s"][mode],
                  result["errors"].get(mode, ""))
