@@ -16,6 +16,15 @@ from cobbnet import landmarks
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_cache(tmp_path_factory):
+    """Exported ONNX graphs go to a temporary folder, never the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COBBNET_CACHE", str(tmp_path_factory.mktemp("onnx-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def aasce_root() -> Path:
     """Root of the AASCE ``boostnet_labeldata`` folder; skips the test when it is absent."""

@@ -233,6 +233,7 @@ def predict(
     precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
     overlay: Annotated[bool, typer.Option(help="Write an overlay PNG per image.")] = True,
+    engine: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPUs without native bf16), torch or onnx.")] = "auto",
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph."""
     from cobbnet.images import find_images
@@ -243,7 +244,10 @@ def predict(
     files = find_images(paths)
     if not files:
         raise InputError(f"{', '.join(map(str, paths))}: no images found")
-    predictor = Predictor(checkpoint, precision=precision)
+    try:
+        predictor = Predictor(checkpoint, precision=precision, engine=engine)
+    except ValueError as err:
+        raise InputError(f"--engine/--precision: {err}") from None
     errors: list[tuple[Path, str]] = []
     records = []
     with _progress() as bar:

@@ -67,6 +67,8 @@ class TrainConfig:
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     val_every: int = 1
+    # the validation metric that picks best.safetensors (lowest wins); SMAPE compares loss variants fairly
+    monitor: str = "val/smape"
     out_dir: str = "runs"
     name: str = "paper"
 

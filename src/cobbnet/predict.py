@@ -5,9 +5,10 @@
     >>> result = pred.predict("spine.dcm")      # or an (H, W) uint8 array
     >>> result.angles, result.cobb.shape, result.as_dict()
 
-The fastest mode that is exact enough is chosen for the machine (see :mod:`cobbnet.hardware`):
-channels_last everywhere, bf16 autocast on GPUs and on CPUs with native bf16, fp32 elsewhere.
-``precision="fp32"`` forces full precision.
+The fastest mode that is exact enough is chosen for the machine (see :mod:`cobbnet.hardware`
+and docs/speed.md): bf16 autocast + channels_last on GPUs and on CPUs with native bf16, and
+ONNX Runtime in fp32 on other CPUs (its graph is exported once per checkpoint and cached).
+``precision="fp32"`` forces full precision; ``engine="torch"`` forces the torch network.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from cobbnet.config import Config
 from cobbnet.data import prepare_image
 from cobbnet.decode import decode, to_original
 from cobbnet.errors import InputError
-from cobbnet.hardware import AUTOCAST_DTYPES, resolve_device, resolve_precision
+from cobbnet.hardware import AUTOCAST_DTYPES, resolve_device, resolve_engine, resolve_precision
 from cobbnet.images import read_image
 from cobbnet.report import result_record
 
@@ -65,28 +66,42 @@ class Prediction:
 
 class Predictor:
     def __init__(self, checkpoint_path: str | os.PathLike | None = None, device: str = "auto",
-                 precision: str = "auto", channels_last: bool = True):
+                 precision: str = "auto", channels_last: bool = True, engine: str = "auto"):
         path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
         self.model, self.cfg = checkpoint.load(path)
         self.checkpoint = path
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.channels_last = channels_last
+        self.engine = resolve_engine(engine, self.device, self.precision)
+        self.channels_last = channels_last and self.engine == "torch"
         self.model = self.model.to(self.device)
-        if channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.input_size: tuple[int, int] = tuple(self.cfg.model.input_size)
+        self.onnx = None  # an export.OnnxRunner when the engine is "onnx"
+        if self.engine == "onnx":
+            from cobbnet.export import runner_for_checkpoint
+
+            self.onnx = runner_for_checkpoint(path, self.model, self.input_size)
         self.network_seconds = 0.0  # time spent in the network, for throughput figures
         self.network_images = 0
 
     @property
     def mode(self) -> str:
+        if self.onnx is not None:
+            return f"{self.device.type} {self.precision} onnxruntime"
         layout = "channels_last" if self.channels_last else "contiguous"
         return f"{self.device.type} {self.precision} {layout}"
 
     @torch.inference_mode()
     def run_network(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, 1, H, W)`` float in [0, 1] -> heads dict in float32."""
+        if self.onnx is not None:
+            start = time.perf_counter()
+            out = self.onnx.run_network(batch)
+            self.network_seconds += time.perf_counter() - start
+            self.network_images += len(batch)
+            return out
         x = batch.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

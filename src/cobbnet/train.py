@@ -74,9 +74,9 @@ class EpochAugmentation(Callback):
 
 
 class SafetensorsExport(Callback):
-    """After each validation: ``last.*`` always, ``best.*`` when the validation loss is the lowest so far."""
+    """After each validation: ``last.*`` always, ``best.*`` when ``monitor`` is the lowest so far."""
 
-    def __init__(self, folder: Path, cfg: Config, monitor: str = "val/total"):
+    def __init__(self, folder: Path, cfg: Config, monitor: str = "val/smape"):
         self.folder, self.cfg, self.monitor = folder, cfg, monitor
         self.best = math.inf
 
@@ -134,7 +134,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
     callbacks: list[Callback] = [
         ModelCheckpoint(dirpath=state, filename="epoch-{epoch}", save_last=True, save_top_k=0),
         OnExceptionCheckpoint(dirpath=state, filename="interrupted"),
-        SafetensorsExport(folder, cfg),
+        SafetensorsExport(folder, cfg, cfg.train.monitor),
         EpochAugmentation(),
     ]
     trainer = L.Trainer(
