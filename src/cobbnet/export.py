@@ -70,7 +70,7 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
 
     ``input_size`` (H, W) defaults to the size the checkpoint was trained at.
     """
-    from cobbnet.predict import bundled_checkpoint  # predict may import this module
+    from cobbnet.bundle import bundled_checkpoint
 
     path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
     model, cfg = checkpoint.load(path)

@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from cobbnet import checkpoint
+from cobbnet.bundle import bundled_checkpoint
 from cobbnet.cobb import CobbResult, cobb_angles
 from cobbnet.config import Config
 from cobbnet.data import prepare_image
@@ -33,16 +33,6 @@ from cobbnet.errors import InputError
 from cobbnet.hardware import AUTOCAST_DTYPES, resolve_device, resolve_engine, resolve_precision
 from cobbnet.images import read_image
 from cobbnet.report import result_record
-
-BUNDLED = "cobbnet.safetensors"  # the shipped model, inside cobbnet/weights/
-
-
-def bundled_checkpoint() -> Path:
-    """Path of the model that ships with the package; InputError when this build has none."""
-    path = Path(str(resources.files("cobbnet") / "weights" / BUNDLED))
-    if not path.is_file():
-        raise InputError(f"{path}: no bundled model in this installation; pass --checkpoint")
-    return path
 
 
 @dataclass
