@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
+from spines import AASCE
 
 from cobbnet import landmarks
-
-# The licensed data lives beside the checkout, never inside it: resolve from the repository.
-AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -23,6 +22,15 @@ def _onnx_cache(tmp_path_factory):
     mp.setenv("COBBNET_CACHE", str(tmp_path_factory.mktemp("onnx-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on shared cores a second one mostly spins waiting for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

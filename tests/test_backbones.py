@@ -11,13 +11,7 @@ from cobbnet import backbones
 EXPECTED = {"hrnet_w18", "hrnet_w18_small_v2", "resnet34"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on shared cores a second one mostly spins waiting for the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_the_three_backbones() -> None:

@@ -15,13 +15,7 @@ from cobbnet.model import PROB_EPS, CobbNet, ModelConfig, build_model, count_par
 BACKBONES = backbones.available()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on shared cores a second one mostly spins waiting for the first."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(backbone: str = "hrnet_w18_small_v2", **kwargs) -> CobbNet:

@@ -119,7 +119,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any], size: int, notes
             *[(f"MAE {c.upper()} (deg)", f"mae_{c}") for c in ANGLE_COLUMNS],
             ("landmark error (px, original image)", "landmark_error_px")]
     if within:
-        rows.append((f"share of angles within {within[7:-3]} degrees", within))
+        rows.append((f"share of images with PT within {within[7:-3]} degrees", within))
     table = "\n".join(f"| {label} | {metrics[key]:.3f} |" for label, key in rows if key in metrics)
     variant = {"kpt": "keypoint heads only", "seg": "keypoint heads + segmentation loss (a_csc = 0)",
                "hcl": f"heterogeneous consistency loss, {loss['fwt']} FWT, a_csc = {loss['a_csc']}"}[loss["variant"]]
