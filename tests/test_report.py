@@ -17,9 +17,6 @@ from cobbnet.report import (
     WARNING,
     angles_csv,
     draw_overlay,
-    plot_bland_altman,
-    plot_error_by_level,
-    plot_evaluation,
     result_record,
     save_overlay,
     write_batch_csv,
@@ -116,37 +113,6 @@ def test_save_overlay_writes_png_in_rgb_order(spine, tmp_path):
     back = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(back, draw_overlay(image, lm, result, np.full(17, 0.5)))
     assert [p.name for p in path.parent.iterdir()] == ["case.png"]  # no temporary left
-
-
-def _angle_sets(n: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    true = rng.uniform(0, 60, size=(n, 3))
-    return true, true + rng.normal(0, 3, size=(n, 3))
-
-
-def test_plot_evaluation_writes_three_valid_pngs(tmp_path):
-    true, pred = _angle_sets()
-    errors = np.random.default_rng(1).gamma(2.0, 3.0, size=(20, 17))
-    paths = plot_evaluation(tmp_path / "eval", true, pred, errors)
-    assert len(paths) == 3 and len({p.name for p in paths}) == 3
-    for p in paths:
-        assert p.read_bytes()[:8] == PNG_MAGIC
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        assert img is not None and img.shape[0] > 200 and img.std() > 5
-    assert sorted(q.name for q in (tmp_path / "eval").iterdir()) == sorted(p.name for p in paths)
-
-
-def test_error_by_level_takes_per_level_means_and_rejects_bad_shapes(tmp_path):
-    path = plot_error_by_level(tmp_path / "lvl.png", np.linspace(2, 9, 17))
-    assert path.read_bytes()[:8] == PNG_MAGIC
-    with pytest.raises(ValueError):
-        plot_error_by_level(tmp_path / "bad.png", np.ones((4, 16)))
-    assert not (tmp_path / "bad.png").exists()
-
-
-def test_bland_altman_handles_a_single_image(tmp_path):
-    true, pred = _angle_sets(n=1)
-    assert plot_bland_altman(tmp_path / "ba.png", true, pred).read_bytes()[:8] == PNG_MAGIC
 
 
 def test_result_record_is_json_with_level_named_landmarks(spine):

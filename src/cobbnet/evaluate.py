@@ -22,8 +22,8 @@ from cobbnet.data import kfold_indices
 from cobbnet.landmarks import LEVELS, to_p2
 from cobbnet.metrics import landmark_error_by_level, summarize
 from cobbnet.outputs import write_json, write_text
+from cobbnet.plots import plot_evaluation
 from cobbnet.predict import Predictor, load_config
-from cobbnet.report import plot_evaluation
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 4,
