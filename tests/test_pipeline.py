@@ -19,7 +19,7 @@ from cobbnet.config import load_config
 from cobbnet.errors import InputError
 from cobbnet.predict import Predictor
 from cobbnet.synthetic import write_dataset
-from cobbnet.train import train
+from cobbnet.train import completed_epochs, state_checkpoint, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = ["data.synthetic_train=8", "data.synthetic_val=4", "data.synthetic_size=[256,128]",
@@ -100,7 +100,7 @@ def test_resume_continues_without_losing_an_epoch(tmp_path):
     val_epochs = sorted({int(r["epoch"]) for r in rows if r.get("val/total")})
     assert val_epochs == [0, 1]  # epoch 0 kept from the first run, not trained again
     state = torch.load(Path(second["run_dir"]) / "state" / "last.ckpt", weights_only=True)
-    assert state["epoch"] == 2  # Lightning stores the number of completed epochs
+    assert completed_epochs(state) == 2
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -189,3 +189,24 @@ def test_demo_runs_end_to_end(tmp_path):
     assert np.isfinite(summary["smape"])
     assert Path(summary["report"]).is_file()
     assert len(list(Path(summary["overlays"]).glob("*.png"))) >= 1
+
+
+def test_state_is_saved_after_every_epoch_not_only_at_the_end(tmp_path):
+    """A run killed after epoch k (no chance to save on exit) resumes from epoch k."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+
+    seen = []
+
+    class Probe(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            path = tmp_path / "state" / "last.ckpt"
+            seen.append(completed_epochs(torch.load(path, weights_only=True)) if path.is_file() else None)
+
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[state_checkpoint(tmp_path / "state"), Probe()])
+    trainer.fit(BoringModel())
+    assert seen == [None, 1, 2]  # the state of every finished epoch is on disk before the next
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["last.ckpt"]

@@ -98,6 +98,16 @@ class SafetensorsExport(Callback):
         self.best = state["best"]
 
 
+def state_checkpoint(state: Path) -> ModelCheckpoint:
+    """Lightning's full state as ``state/last.ckpt`` after every epoch, overwritten in place.
+
+    (``save_last=True`` with ``save_top_k=0`` would write it only when training ends, so a
+    killed run could not resume.)
+    """
+    return ModelCheckpoint(dirpath=state, filename="last", save_top_k=1, save_last=False,
+                           every_n_epochs=1, enable_version_counter=False)
+
+
 def _resume_path(state: Path) -> Path | None:
     """The newest resumable state: the end of the last epoch or the moment of an interruption."""
     found = [p for p in (state / "last.ckpt", state / "interrupted.ckpt") if p.is_file()]
@@ -132,7 +142,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
     except ImportError:
         pass
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=state, filename="epoch-{epoch}", save_last=True, save_top_k=0),
+        state_checkpoint(state),
         OnExceptionCheckpoint(dirpath=state, filename="interrupted"),
         SafetensorsExport(folder, cfg, cfg.train.monitor),
         EpochAugmentation(),
@@ -176,7 +186,10 @@ def train_folds(cfg: Config, folds: list[int], resume: bool = False, progress: b
     return results
 
 
-def _finished(last_ckpt: Path, epochs: int) -> bool:
-    state = torch.load(last_ckpt, map_location="cpu", weights_only=True)
-    return int(state.get("epoch", 0)) >= epochs  # Lightning stores completed epochs at epoch end
+def completed_epochs(state: dict[str, Any]) -> int:
+    """Epochs whose training a Lightning state holds (saved at validation end or at the end)."""
+    return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
 
+
+def _finished(last_ckpt: Path, epochs: int) -> bool:
+    return completed_epochs(torch.load(last_ckpt, map_location="cpu", weights_only=True)) >= epochs
