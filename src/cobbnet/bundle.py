@@ -161,7 +161,7 @@ derived from them, so use them for research under the same terms.
 ## Limits
 - A short CPU schedule: far from the paper's GPU training; expect larger errors than the
   paper's on the AASCE test set, and more on radiographs unlike AASCE's (other views,
-  cervical spine, implants, children under 10).
+  lateral views, implants, other scanners and populations).
 - It always returns 17 vertebrae: a vertebra it cannot see gets a low score in the JSON
   (`scores`), not a gap.
 {notes}
