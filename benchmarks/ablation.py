@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from cobbnet.train import run_dir, train_folds
 
     rows: dict[str, list[dict]] = {}
+    splits: dict[tuple[str, str], list] = {}
     for variant in args.variants:
         for seed in args.seeds:
             overrides = [*args.set, *VARIANTS[variant], f"train.seed={seed}",
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             if not best.is_file():
                 print(f"{folder}: no best.safetensors yet; left out of the table", file=sys.stderr)
                 continue
-            samples = read_split(cfg.data.root, cfg.data.split)
-            metrics = evaluate(best, fold_samples(best, samples), folder / "evaluation")
+            key = (cfg.data.root, cfg.data.split)
+            if key not in splits:  # read each labelled split once
+                splits[key] = read_split(*key)
+            metrics = evaluate(best, fold_samples(best, splits[key]), folder / "evaluation")
             epochs_done = json.loads(best.with_suffix(".json").read_text())["metrics"].get("epoch", -1) + 1
             metrics.update(seed=seed, run=str(folder), best_epoch=epochs_done, command=(
                 f"cobbnet train --config {args.config} --fold {args.fold} --resume {' '.join(overrides)}"))
