@@ -105,3 +105,12 @@ def test_bundled_model_reads_the_bundled_example() -> None:
     assert result.cobb.shape == truth["shape"] == "S"
     assert np.abs(result.angles - truth["angles"]).max() < 15, (result.angles, truth["angles"])
     assert result.scores.min() > 0.3  # every vertebra found with some confidence
+
+
+@pytest.mark.skipif(not HAS_MODEL, reason="this build ships no model")
+def test_bundled_model_knows_its_validation_fold() -> None:
+    from cobbnet.evaluate import fold_samples
+
+    held_out = fold_samples(None, list(range(481)))  # evaluate --fold-only without --checkpoint
+    assert held_out == fold_samples(bundle.bundled_checkpoint(), list(range(481)))
+    assert len(held_out) == 33

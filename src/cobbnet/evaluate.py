@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cobbnet.aasce import Sample, read_split
+from cobbnet.bundle import bundled_checkpoint
 from cobbnet.cobb import ANGLE_COLUMNS, cobb_angles_batch
 from cobbnet.data import kfold_indices
 from cobbnet.landmarks import LEVELS, to_p2
@@ -83,9 +84,9 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     return metrics
 
 
-def fold_samples(checkpoint_path: str | os.PathLike, samples: Sequence[Sample]) -> list[Sample]:
-    """The validation fold a checkpoint was trained without, from its own config."""
-    cfg = load_config(checkpoint_path)
+def fold_samples(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample]) -> list[Sample]:
+    """The validation fold a checkpoint (None: the bundled one) was trained without, from its config."""
+    cfg = load_config(checkpoint_path or bundled_checkpoint())
     _, val_idx = kfold_indices(len(samples), cfg.data.folds, cfg.data.fold, cfg.data.fold_seed)
     return [samples[i] for i in val_idx]
 
