@@ -167,3 +167,17 @@ def test_synth_refuses_a_non_empty_folder(synth_root):
 
 def test_bad_size_flag(tmp_path):
     assert_user_error(invoke("synth", tmp_path / "x", "--size", "big"), "--size")
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_export_writes_the_inference_graph_or_every_head(tmp_path, full):
+    import onnx
+
+    from cobbnet.export import FULL_OUTPUTS
+    from cobbnet.model import PEAK_OUTPUTS
+
+    out = tmp_path / "model.onnx"
+    result = invoke("export", "--onnx", out, *(["--full"] if full else []))
+    assert result.exit_code == 0, result.output
+    names = [o.name for o in onnx.load(str(out)).graph.output]
+    assert names == list(FULL_OUTPUTS if full else PEAK_OUTPUTS)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cobbnet.decode import decode, peaks, to_input, to_original
-from cobbnet.heads import HEADS, STRIDE
-from cobbnet.landmarks import centers
+from cobbnet.decode import decode, peaks, to_input, to_original, top_peaks
+from cobbnet.heads import HEADS, STRIDE, gather, patches
+from cobbnet.landmarks import N_VERTEBRAE, centers
 from cobbnet.synthetic import KINDS
 from cobbnet.synthetic import random_spine as random_spine_synthetic
 from cobbnet.targets import encode_batch, map_size
@@ -291,3 +291,26 @@ def matched(decoded: np.ndarray, reference: np.ndarray) -> np.ndarray:
     nearest = dist.argmin(axis=1)
     assert len(set(nearest.tolist())) == 17, "two reference vertebrae share a decoded one"
     return decoded[nearest]
+
+
+def test_patches_are_what_a_padded_3x3_conv_reads_at_every_cell_and_border():
+    torch.manual_seed(0)
+    feat = torch.randn(2, 5, 7, 6)
+    conv = torch.nn.Conv2d(5, 4, 3, padding=1)
+    ind = torch.tensor([[0, 5, 41, 36, 20], [6, 11, 30, 35, 17]])  # corners, edges, inside
+    with torch.no_grad():
+        got = torch.nn.functional.linear(patches(feat, ind), conv.weight.flatten(1), conv.bias)
+        want = gather(conv(feat), ind)
+    assert patches(feat, ind).shape == (2, 5, 5 * 9)
+    torch.testing.assert_close(got, want)
+
+
+def test_top_peaks_is_the_peak_choice_of_decode():
+    hm = torch.zeros(1, 1, 40, 20)
+    cells = [(3, 4), (10, 10), (30, 2)]
+    for i, (y, x) in enumerate(cells):
+        hm[0, 0, y, x] = 0.9 - 0.1 * i
+    scores, ind = top_peaks(hm)
+    assert scores.shape == ind.shape == (1, N_VERTEBRAE)
+    assert ind[0, :3].tolist() == [y * 20 + x for y, x in cells]
+    assert torch.allclose(scores[0, :3], torch.tensor([0.9, 0.8, 0.7])) and (scores[0, 3:] == 0).all()

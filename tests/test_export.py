@@ -13,9 +13,10 @@ import torch
 from cobbnet import checkpoint
 from cobbnet.config import Config
 from cobbnet.errors import InputError
-from cobbnet.export import OUTPUT_NAMES, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
+from cobbnet.decode import decode
+from cobbnet.export import FULL_OUTPUTS, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
 from cobbnet.heads import HEADS, STRIDE
-from cobbnet.model import ModelConfig, build_model
+from cobbnet.model import PEAK_OUTPUTS, ModelConfig, PeakNet, build_model
 
 SIZE = (256, 128)
 
@@ -49,12 +50,20 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_path(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("onnx") / "small.onnx")
+    """The full graph: every dense head of the training network."""
+    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("onnx") / "small.onnx", full=True)
 
 
-def test_export_writes_named_graph_with_dynamic_batch(onnx_path: Path) -> None:
+@pytest.fixture(scope="module")
+def peak_path(small_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default graph: the inference network."""
+    return export_onnx(small_checkpoint, tmp_path_factory.mktemp("onnx") / "peak.onnx")
+
+
+def test_export_writes_named_graph_with_dynamic_batch(onnx_path: Path, peak_path: Path) -> None:
     graph = onnx.load(str(onnx_path)).graph
-    assert [o.name for o in graph.output] == list(HEADS) == list(OUTPUT_NAMES)
+    assert [o.name for o in graph.output] == list(HEADS) == list(FULL_OUTPUTS)
+    assert [o.name for o in onnx.load(str(peak_path)).graph.output] == list(PEAK_OUTPUTS)
     dims = graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch"
     assert [d.dim_value for d in dims[1:]] == [1, *SIZE]
@@ -76,6 +85,23 @@ def test_onnx_matches_torch(small_checkpoint: Path, onnx_path: Path, batch: int)
         assert got[name].dtype == torch.float32
         torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=2e-4)
     assert runner.network_images == batch and runner.network_seconds > 0
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_default_graph_is_the_peak_net(small_checkpoint: Path, peak_path: Path, batch: int) -> None:
+    model, _ = checkpoint.load(small_checkpoint)
+    x = torch.rand(batch, 1, *SIZE, generator=torch.Generator().manual_seed(batch))
+    with torch.inference_mode():
+        want = PeakNet(model)(x)
+        dense = decode(model(x))
+    got = OnnxRunner(peak_path, threads=1).run_network(x)
+    assert list(got) == list(PEAK_OUTPUTS)
+    torch.testing.assert_close(got["ind"], want["ind"])
+    for name in ("hm", "scores", "reg", "cnr"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=2e-4)
+    lm, scores = decode(got)
+    torch.testing.assert_close(lm, dense[0], rtol=1e-3, atol=2e-3)  # input px
+    torch.testing.assert_close(scores, dense[1], rtol=1e-3, atol=2e-4)
 
 
 def test_fixed_batch_and_in_memory_runner(small_checkpoint: Path, tmp_path: Path) -> None:
@@ -116,7 +142,7 @@ def test_runner_falls_back_to_memory_when_cache_is_unwritable(
     runner = runner_for_checkpoint(small_checkpoint, model, SIZE, threads=1)
     x = torch.rand(1, 1, *SIZE)
     with torch.inference_mode():
-        want = model(x)
+        want = PeakNet(model)(x)  # the graph the predictor runs
     torch.testing.assert_close(runner.run_network(x)["cnr"], want["cnr"], rtol=1e-3, atol=2e-4)
 
 

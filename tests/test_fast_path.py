@@ -19,22 +19,22 @@ import torch
 from torch.utils.data import default_collate
 
 from cobbnet import checkpoint
-from cobbnet.bench import drift, predictor_with, run_benchmark, torch_predictor
+from cobbnet.bench import DRIFT_DEG, DRIFT_PX, drift, predictor_with, run_benchmark, torch_predictor
 from cobbnet.config import Config
 from cobbnet.data import SpineDataset, prepare_image
 from cobbnet.decode import decode
 from cobbnet.export import OnnxRunner
 from cobbnet.hardware import native_bf16_cpu
 from cobbnet.losses import LossConfig, compute_losses
-from cobbnet.model import SIGMOID_HEADS, ModelConfig, build_model, clamped_sigmoid, normalize
+from cobbnet.model import SIGMOID_HEADS, ModelConfig, PeakNet, build_model, clamped_sigmoid, normalize
 from cobbnet.predict import Predictor
 from cobbnet.synthetic import make_radiograph, write_dataset
 
 INPUT = (256, 128)  # (H, W) network input
 IMAGE = (512, 256)  # (H, W) of the synthetic radiographs: original pixels are 2 input pixels
 FIT_STEPS = 150
-MAX_LANDMARK_PX = 1.0  # mean corner distance from eager fp32, original pixels
-MAX_ANGLE_DEG = 0.5
+MAX_LANDMARK_PX = DRIFT_PX  # mean corner distance from eager fp32, original pixels
+MAX_ANGLE_DEG = DRIFT_DEG
 
 
 def fit_heads(model: torch.nn.Module, batch: dict, steps: int = FIT_STEPS, lr: float = 1e-3) -> None:
@@ -96,6 +96,7 @@ def _modes(path: Path) -> dict[str, Predictor]:
         "channels_last": torch_predictor(path, device="cpu", precision="fp32", channels_last=True),
         "bf16": torch_predictor(path, device="cpu", precision="bf16", channels_last=True),
         "onnx": predictor_with(path, OnnxRunner.from_model(checkpoint.load(path)[0], INPUT).run_network),
+        "peak-onnx": predictor_with(path, OnnxRunner.from_model(PeakNet(checkpoint.load(path)[0]), INPUT).run_network),
     }
 
 
@@ -120,12 +121,13 @@ def test_drift_report_on_a_labelled_folder(fitted, tmp_path: Path) -> None:
     modes = _modes(path)
     modes["eager"] = torch_predictor(path, device="cpu", precision="fp32", channels_last=False)
     report = drift(modes, 5, root)
-    assert set(report) == {"channels_last", "bf16", "onnx"}
+    assert set(report) == {"channels_last", "bf16", "onnx", "peak-onnx"}
     for mode, values in report.items():
         assert values["images"] == 2
         assert 0 <= values["landmark_px_mean"] <= MAX_LANDMARK_PX, mode
         assert 0 <= values["angle_deg_max"] <= MAX_ANGLE_DEG, mode
     assert report["onnx"]["landmark_px_mean"] < 0.01  # both fp32: rounding only
+    assert report["peak-onnx"]["landmark_px_mean"] < 0.01
     assert drift(modes, 5, tmp_path / "absent").startswith("n/a")
 
 
@@ -146,19 +148,23 @@ def test_automatic_engine_is_fast_and_exact(fitted, tmp_path: Path, monkeypatch:
 
 def test_benchmark_records_every_mode(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    res = run_benchmark(quick=True, models=["hrnet_w18_small_v2"], modes=["channels_last", "onnx"],
+    res = run_benchmark(quick=True, models=["hrnet_w18_small_v2"], modes=["channels_last", "onnx", "peak-onnx"],
                         out=out, input_size=(128, 64), file_size=(256, 96), show=False)
     saved = json.loads(out.read_text())
     assert saved["models"].keys() == res["models"].keys() == {"hrnet_w18_small_v2"}
     model = saved["models"]["hrnet_w18_small_v2"]
     assert model["gflops"] > 0 and not model["errors"]
-    assert {r["mode"] for r in model["network"]} == {"eager", "channels_last", "onnx"}
-    assert {r["mode"] for r in model["end_to_end"]} == {"eager", "channels_last", "onnx"}
+    modes = {"eager", "channels_last", "onnx", "peak-onnx"}
+    assert {r["mode"] for r in model["network"]} == {r["mode"] for r in model["end_to_end"]} == modes
+    assert 0 < model["gflops_peak"] < model["gflops"]
+    peak = next(r for r in model["network"] if r["mode"] == "peak-onnx")
+    assert peak["gflops"] == model["gflops_peak"]
     eager = next(r for r in model["network"] if r["mode"] == "eager")
     assert eager["speedup"] == pytest.approx(1.0)
     assert eager["min_s"] <= eager["median_s"] <= eager["max_s"]
     assert eager["speedup_min"] == pytest.approx(1.0)
     assert eager["floor_ratio"] == pytest.approx(eager["min_s"] * eager["matmul_gflops"] / model["gflops"])
+    assert peak["floor_ratio"] == pytest.approx(peak["min_s"] * peak["matmul_gflops"] / model["gflops_peak"])
     assert set(saved["machine"]["flags"]) >= {"avx2", "avx512_bf16", "amx_bf16"}
     assert saved["drift"].startswith("n/a") and saved["machine"]["threads"] == torch.get_num_threads()
     if not torch.cuda.is_available():

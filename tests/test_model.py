@@ -8,9 +8,10 @@ import torch
 
 from cobbnet import backbones, synthetic, targets
 from cobbnet.decode import decode
-from cobbnet.heads import HEADS, HM_BIAS, STRIDE
+from cobbnet.heads import HEADS, HM_BIAS, STRIDE, gather
+from cobbnet.landmarks import N_VERTEBRAE
 from cobbnet.losses import LossConfig, compute_losses
-from cobbnet.model import PROB_EPS, CobbNet, ModelConfig, build_model, count_parameters
+from cobbnet.model import PEAK_OUTPUTS, PROB_EPS, CobbNet, ModelConfig, PeakNet, build_model, count_parameters
 
 BACKBONES = backbones.available()
 
@@ -145,3 +146,38 @@ def test_overfits_one_synthetic_radiograph() -> None:
     assert losses[-1] < 0.25 * losses[0]
     assert error.mean() < 3.0, f"mean corner error {error.mean():.2f} px"
     assert scores.min() > 0.2  # every vertebra found as a clear peak
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_peak_net_decodes_to_what_the_dense_heads_decode_to(backbone: str) -> None:
+    x = torch.rand(2, 1, 256, 128, generator=torch.Generator().manual_seed(1))
+    model = _calibrated(_model(backbone), x)
+    # a heatmap with clear peaks, some at the map's border where the 3x3 window leaves it
+    with torch.no_grad():
+        model.heads["hm"][-1].bias.fill_(0.0)
+    net = PeakNet(model).eval()
+    assert net.backbone is model.backbone  # the same weights, not a copy
+    with torch.no_grad():
+        dense, sparse = model(x), net(x)
+    h, w = 256 // STRIDE, 128 // STRIDE
+    assert tuple(sparse) == net.outputs == PEAK_OUTPUTS
+    assert sparse["hm"].shape == (2, 1, h, w) and sparse["ind"].dtype == torch.int64
+    assert sparse["reg"].shape == (2, N_VERTEBRAE, 2) and sparse["cnr"].shape == (2, N_VERTEBRAE, 8)
+    torch.testing.assert_close(sparse["hm"], dense["hm"])
+    (lm_d, sc_d), (lm_s, sc_s) = decode(dense), decode(sparse)
+    torch.testing.assert_close(sc_s, sc_d)
+    torch.testing.assert_close(lm_s, lm_d, rtol=1e-4, atol=1e-3)  # input px: summation order only
+    # offsets read where the dense maps hold them
+    torch.testing.assert_close(sparse["cnr"], gather(dense["cnr"], sparse["ind"]), rtol=1e-4, atol=1e-4)
+
+
+def test_peak_net_skips_the_dense_offset_and_mask_heads() -> None:
+    from cobbnet.bench import count_gflops
+
+    model = _model("hrnet_w18_small_v2").eval()
+    size = (256, 128)
+    dense, sparse = count_gflops(model, size), count_gflops(PeakNet(model), size)
+    h, w = size[0] // STRIDE, size[1] // STRIDE
+    c_in, c_mid = model.backbone.out_channels, model.cfg.head_channels
+    head_3x3 = 2 * h * w * c_in * 9 * c_mid / 1e9  # one head's dense 3x3 conv
+    assert dense - sparse == pytest.approx(3 * head_3x3, rel=0.02)  # reg, cnr and mask

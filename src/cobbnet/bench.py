@@ -4,6 +4,10 @@ Two figures per model and mode, at the network input 1024 x 512:
 
 - network: seconds per batch of random input (batch 1 and a larger batch), and that time
   over the compute floor ``FLOPs / fp32 matmul rate`` of this machine;
+
+Modes named ``peak-*`` run the inference network (:class:`cobbnet.model.PeakNet`, the
+predictor's: offsets at the heatmap's peaks only, no mask head), the others the training
+network with its four dense heads; ``eager`` (dense, fp32, torch) is the baseline.
 - end to end: seconds per radiograph file through ``Predictor.predict`` (JPEG read, resize,
   network, decode, Cobb angles) with the mode's engine in place of the network.
 
@@ -37,7 +41,7 @@ import torch
 from cobbnet import checkpoint
 from cobbnet.config import Config
 from cobbnet.hardware import cpu_flags, cpu_model
-from cobbnet.model import ModelConfig, build_model
+from cobbnet.model import ModelConfig, PeakNet, build_model
 from cobbnet.outputs import write_json
 from cobbnet.predict import Predictor
 from cobbnet.synthetic import JPEG_QUALITY, make_radiograph
@@ -54,6 +58,8 @@ BASELINE = "eager"  # every speed-up is relative to this mode in the same run
 FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 PACKAGES: tuple[str, ...] = ("torch", "onnxruntime", "timm", "numpy")
 MATMUL_N = 2048
+DRIFT_PX = 1.0  # a fast mode may move landmarks this far from eager fp32, mean original pixels
+DRIFT_DEG = 0.5  # and any Cobb angle this far, degrees
 AASCE = Path(__file__).resolve().parents[3] / "shared" / "boostnet_labeldata"
 
 
@@ -119,13 +125,17 @@ MODES: dict[str, EngineBuilder] = {
     "bf16": lambda m, s: torch_engine(m, dtype=torch.bfloat16, channels_last=True),
     "compile": lambda m, s: torch_engine(m, channels_last=True, compile_mode="default"),
     "onnx": onnx_engine,
+    "peak-eager": lambda m, s: torch_engine(PeakNet(m)),
+    "peak-onnx": lambda m, s: onnx_engine(PeakNet(m), s),  # the predictor's default on CPUs without bf16
 }
 GPU_MODES: dict[str, EngineBuilder] = {
     "cuda-fp32": lambda m, s: torch_engine(m, "cuda"),
     "cuda-bf16": lambda m, s: torch_engine(m, "cuda", torch.bfloat16, channels_last=True),
     "cuda-graphs": lambda m, s: torch_engine(m, "cuda", torch.bfloat16, True, "reduce-overhead"),
+    "peak-cuda-bf16": lambda m, s: torch_engine(PeakNet(m), "cuda", torch.bfloat16, channels_last=True),
 }
-QUICK = Plan(("hrnet_w18",), ("eager", "channels_last", "onnx"), (1,), 2, 1, 3)
+PEAK_PREFIX = "peak-"  # modes that run the inference network
+QUICK = Plan(("hrnet_w18",), ("eager", "onnx", "peak-onnx"), (1,), 2, 1, 3)
 FULL = Plan(MODELS, tuple(MODES), (1, 4), 3, 2, 8)
 
 
@@ -218,17 +228,26 @@ def predictor_with(path: Path, engine: Engine) -> Predictor:
 # ---- one model ----------------------------------------------------------------------------
 
 
-def _speed_rows(times: dict[str, list[float]], per: int, floor_s: float | None) -> list[dict[str, Any]]:
+def mode_gflops(mode: str, gflops: dict[str, float]) -> float:
+    """The FLOPs a mode computes: the inference network's or the dense one's."""
+    return gflops["peak" if mode.startswith(PEAK_PREFIX) else "dense"]
+
+
+def _speed_rows(times: dict[str, list[float]], per: int, gflops: dict[str, float] | None = None,
+                rate: float | None = None) -> list[dict[str, Any]]:
     """Rows of ``summary`` plus speed-ups over ``BASELINE``: of the medians, and of the
-    minima (the best estimate of each mode's speed on an idle machine). The floor ratio is
-    of minima too: the fastest call against the fastest matmul of the same rounds."""
+    minima (the best estimate of each mode's speed on an idle machine). With ``gflops``
+    (per image, dense and peak) and the matmul ``rate`` (GFLOP/s), each row also gets its
+    floor ratio, of minima too: the fastest call against the fastest matmul of the same
+    rounds doing the mode's own FLOPs."""
     base = times.get(BASELINE)
     rows = []
     for mode, seconds in times.items():
         row = {"mode": mode, **summary(seconds)}
-        if floor_s:
+        if gflops and rate:
+            row["gflops"] = mode_gflops(mode, gflops)
             row["images_per_s"] = per / row["median_s"]
-            row["floor_ratio"] = row["min_s"] / floor_s
+            row["floor_ratio"] = row["min_s"] / (row["gflops"] * per / rate)
         row["speedup"] = statistics.median(base) / row["median_s"] if base else None
         row["speedup_min"] = min(base) / row["min_s"] if base else None
         rows.append(row)
@@ -249,8 +268,9 @@ def bench_model(name: str, plan: Plan, modes: dict[str, EngineBuilder],
         ckpt = checkpoint.save(work / name, build_model(cfg.model).eval(), cfg)
     model, cfg = checkpoint.load(ckpt)
     size = tuple(cfg.model.input_size)
-    gflops = count_gflops(model, size)
-    result: dict[str, Any] = {"checkpoint": str(ckpt), "input_size": list(size), "gflops": gflops,
+    gflops = {"dense": count_gflops(model, size), "peak": count_gflops(PeakNet(model), size)}
+    result: dict[str, Any] = {"checkpoint": str(ckpt), "input_size": list(size),
+                              "gflops": gflops["dense"], "gflops_peak": gflops["peak"],
                               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
                               "setup_s": {}, "errors": {}, "network": [], "end_to_end": []}
     engines: dict[str, Engine] = {}
@@ -270,14 +290,14 @@ def bench_model(name: str, plan: Plan, modes: dict[str, EngineBuilder],
         calls = {m: (lambda e=e, x=x: e(x)) for m, e in engines.items()}
         times = round_robin({**calls, "matmul": matmul_call()}, plan.repeats)
         rate = 2 * MATMUL_N**3 / min(times.pop("matmul")) / 1e9  # the idle machine's rate
-        rows = _speed_rows(times, batch, gflops * batch / rate)
+        rows = _speed_rows(times, batch, gflops, rate)
         result["network"] += [{"batch": batch, **r, "matmul_gflops": rate} for r in rows]
         log.info("%s: network at batch %d timed", name, batch)
     preds = {m: predictor_with(ckpt, e) for m, e in engines.items()}
     calls = {m: (lambda p=p: [p.predict(f) for f in files]) for m, p in preds.items()}
     times = round_robin(calls, plan.repeats, warmup=0)  # engines are warm already
     times = {m: [s / len(files) for s in v] for m, v in times.items()}
-    result["end_to_end"] = _speed_rows(times, 1, None)
+    result["end_to_end"] = _speed_rows(times, 1)
     log.info("%s: end to end timed", name)
     result["predictors"] = preds
     return result
@@ -297,7 +317,8 @@ def drift(preds: dict[str, Predictor], n: int, root: Path = AASCE) -> dict[str, 
         px = [np.linalg.norm(g.landmarks - r.landmarks, axis=-1).mean() for g, r in zip(got, ref, strict=True)]
         deg = [np.abs(g.angles - r.angles).max() for g, r in zip(got, ref, strict=True)]
         out[mode] = {"landmark_px_mean": float(np.mean(px)), "angle_deg_max": float(np.max(deg)),
-                     "images": len(images)}
+                     "images": len(images),
+                     "within_tolerance": bool(np.mean(px) <= DRIFT_PX and np.max(deg) <= DRIFT_DEG)}
     return out
 
 
@@ -381,7 +402,7 @@ def print_tables(results: dict[str, Any]) -> None:
         e2e.add_column(col, justify="left" if col in ("model", "mode") else "right")
     for name, res in results["models"].items():
         for r in res["network"]:
-            net.add_row(name, f"{res['gflops']:.1f}", r["mode"], str(r["batch"]), f"{r['median_s']:.3f}",
+            net.add_row(name, f"{r['gflops']:.1f}", r["mode"], str(r["batch"]), f"{r['median_s']:.3f}",
                         f"{r['min_s']:.3f}", f"{r['max_s']:.3f}", f"{r['images_per_s']:.2f}",
                         f"{r['floor_ratio']:.2f}", _x(r["speedup"]), _x(r["speedup_min"]))
         for r in res["end_to_end"]:

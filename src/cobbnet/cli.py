@@ -298,11 +298,12 @@ def demo(
 def export(
     onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
     checkpoint: Annotated[Path | None, typer.Option(help="Weights (.safetensors); default: the bundled model.")] = None,
+    full: Annotated[bool, typer.Option(help="Every dense head (hm, reg, cnr, mask) instead of the inference graph (hm, scores, ind, reg, cnr at the peaks).")] = False,
 ) -> None:
     """Export the network to ONNX for onnxruntime."""
     from cobbnet.export import export_onnx
 
-    path = export_onnx(checkpoint, onnx)
+    path = export_onnx(checkpoint, onnx, full=full)
     console.print(f"wrote {path}")
 
 
@@ -311,7 +312,7 @@ def export(
 def bench(
     quick: Annotated[bool, typer.Option(help="One model, three modes, two rounds: under 2 minutes.")] = False,
     models: Annotated[list[str] | None, typer.Option("--model", help="Backbone to time (repeatable).")] = None,
-    modes: Annotated[list[str] | None, typer.Option("--mode", help="eager, channels_last, bf16, compile, onnx (repeatable).")] = None,
+    modes: Annotated[list[str] | None, typer.Option("--mode", help="eager, channels_last, bf16, compile, onnx, peak-eager, peak-onnx (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON file for the results.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Trained weights: also measures the fast path's drift on AASCE images.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch and ONNX Runtime threads.")] = None,

@@ -30,6 +30,21 @@ def peaks(hm: torch.Tensor) -> torch.Tensor:
     return hm * (pooled == hm).to(hm.dtype)
 
 
+def top_peaks(hm: torch.Tensor, k: int = N_VERTEBRAE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` strongest 3x3 peaks of ``hm (B, 1, h, w)``: ``scores (B, k)``, flat ``ind (B, k)``.
+
+    On a map with fewer than ``k`` cells the rest are cell 0 with score 0 ("not found").
+    """
+    B, _, h, w = hm.shape
+    flat = peaks(hm).reshape(B, h * w)
+    n = min(k, h * w)
+    scores, ind = torch.topk(flat, n, dim=1)  # (B, n)
+    if n < k:  # a map with fewer cells than vertebrae: pad with "not found"
+        scores = torch.cat([scores, scores.new_zeros(B, k - n)], dim=1)
+        ind = torch.cat([ind, ind.new_zeros(B, k - n)], dim=1)
+    return scores, ind
+
+
 def decode(
     outputs: dict[str, torch.Tensor], k: int = N_VERTEBRAE
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,24 +55,26 @@ def decode(
     (corners TL, TR, BL, BR, (x, y)) and ``scores (B, k)``, both sorted top to bottom by
     the y of the mean of the four corners.
 
+    Outputs of :class:`cobbnet.model.PeakNet`, which has already picked the peaks, are read
+    as they are: ``scores (B, k)``, ``ind (B, k)``, ``reg (B, k, 2)``, ``cnr (B, k, 8)``.
+
     Always ``k`` vertebrae: when the heatmap holds fewer than ``k`` peaks, the rest are
     read at suppressed cells (or, on a map smaller than ``k`` cells, at cell 0) with score 0;
     a flat heatmap yields cells of equal, low score. A score near 0 means "not found".
     """
     hm, reg, cnr = outputs["hm"], outputs["reg"], outputs["cnr"]
     B, _, h, w = hm.shape
-    flat = peaks(hm).reshape(B, h * w)
-    n = min(k, h * w)
-    scores, ind = torch.topk(flat, n, dim=1)  # (B, n)
-    if n < k:  # a map with fewer cells than vertebrae: pad with "not found"
-        scores = torch.cat([scores, scores.new_zeros(B, k - n)], dim=1)
-        ind = torch.cat([ind, ind.new_zeros(B, k - n)], dim=1)
+    if "ind" in outputs:  # offsets already read at the peaks
+        scores, ind, off, cnr_k = outputs["scores"], outputs["ind"], reg, cnr
+        k = ind.shape[1]
+    else:
+        scores, ind = top_peaks(hm, k)
+        off, cnr_k = gather(reg, ind), gather(cnr, ind)  # (B, k, 2), (B, k, 8)
 
-    ix = (ind % w).to(reg.dtype)
-    iy = torch.div(ind, w, rounding_mode="floor").to(reg.dtype)
-    off = gather(reg, ind)  # (B, k, 2)
+    ix = (ind % w).to(off.dtype)
+    iy = torch.div(ind, w, rounding_mode="floor").to(off.dtype)
     center = torch.stack([ix + off[..., 0], iy + off[..., 1]], dim=-1) * STRIDE  # (B, k, 2)
-    corners = gather(cnr, ind).reshape(B, k, N_CORNERS, 2) * STRIDE  # (B, k, 4, 2)
+    corners = cnr_k.reshape(B, k, N_CORNERS, 2) * STRIDE  # (B, k, 4, 2)
     landmarks = center[:, :, None, :] + corners
 
     # top to bottom by the mean of the corners, the centre every other module uses

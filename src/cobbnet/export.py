@@ -1,9 +1,12 @@
 """ONNX export of a checkpoint and an ONNX Runtime engine with the predictor's contract.
 
 ``export_onnx`` writes a float32 ONNX graph: input ``image (B, 1, H, W)`` in [0, 1] (``B``
-dynamic by default, ``H x W`` fixed to the model's input size), outputs ``hm``, ``reg``,
-``cnr``, ``mask`` as the network returns them. ``OnnxRunner.run_network`` takes and returns
-torch tensors exactly like ``Predictor.run_network``, so the predictor can swap engines.
+dynamic by default, ``H x W`` fixed to the model's input size). By default the graph is the
+inference network :class:`cobbnet.model.PeakNet`, outputs ``hm``, ``scores``, ``ind``,
+``reg``, ``cnr`` (offsets read at the 17 peaks); ``full=True`` gives the training network's
+dense heads ``hm``, ``reg``, ``cnr``, ``mask``. Either is what ``decode`` reads.
+``OnnxRunner.run_network`` takes and returns torch tensors exactly like
+``Predictor.run_network``, so the predictor can swap engines.
 
 The graph comes from torch's TorchScript-based exporter (``dynamo=False``): the
 torch.export-based default needs the ``onnxscript`` package, which cobbnet does not depend on.
@@ -27,10 +30,11 @@ import torch
 from cobbnet import checkpoint
 from cobbnet.errors import InputError
 from cobbnet.heads import HEADS
+from cobbnet.model import PEAK_OUTPUTS, CobbNet, PeakNet
 from cobbnet.outputs import atomic_path
 
 INPUT_NAME = "image"
-OUTPUT_NAMES: tuple[str, ...] = tuple(HEADS)  # the order CobbNet.forward returns them in
+FULL_OUTPUTS: tuple[str, ...] = tuple(HEADS)  # the training network's dense heads
 OPSET = 17  # bilinear Resize with half-pixel centres and every other op the network uses
 CACHE_ENV = "COBBNET_CACHE"  # overrides the folder of cached ONNX graphs
 
@@ -52,28 +56,39 @@ def _quiet_export() -> Iterator[None]:
 
 def export_model(model: torch.nn.Module, f: str | os.PathLike | io.BytesIO,
                  input_size: tuple[int, int], batch_dynamic: bool = True) -> None:
-    """Trace ``model`` (any memory format, float32 weights) at ``input_size = (H, W)`` into ``f``."""
+    """Trace ``model`` (a CobbNet or PeakNet, any memory format, float32 weights) at
+    ``input_size = (H, W)`` into ``f``; the graph's outputs are named ``model.outputs``."""
     H, W = (int(s) for s in input_size)
     # a copy: .to() and .float() work in place, and the caller's model keeps its layout
     model = copy.deepcopy(model).float().eval().to("cpu", memory_format=torch.contiguous_format)
+    names = list(model.outputs)
     dummy = torch.rand(1, 1, H, W)
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if batch_dynamic else None
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *names)} if batch_dynamic else None
     with _quiet_export(), torch.no_grad():
         torch.onnx.export(model, (dummy,), f, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+                          output_names=names, dynamic_axes=axes,
                           opset_version=OPSET, do_constant_folding=True)
 
 
+def inference_net(model: torch.nn.Module) -> torch.nn.Module:
+    """The network the predictor runs: a CobbNet's PeakNet (anything else as it is)."""
+    return PeakNet(model) if isinstance(model, CobbNet) else model
+
+
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike,
-                input_size: tuple[int, int] | None = None, batch_dynamic: bool = True) -> Path:
+                input_size: tuple[int, int] | None = None, batch_dynamic: bool = True,
+                full: bool = False) -> Path:
     """Export a checkpoint (None: the bundled model) to ``out_path``, written atomically.
 
-    ``input_size`` (H, W) defaults to the size the checkpoint was trained at.
+    ``input_size`` (H, W) defaults to the size the checkpoint was trained at; ``full``
+    exports every dense head instead of the inference network.
     """
     from cobbnet.bundle import bundled_checkpoint
 
     path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
     model, cfg = checkpoint.load(path)
+    if not full:
+        model = PeakNet(model)
     size = tuple(input_size or cfg.model.input_size)
     out = Path(out_path)
     with atomic_path(out) as tmp:
@@ -89,11 +104,11 @@ def cache_dir() -> Path:
 
 def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] | None = None,
                 model: torch.nn.Module | None = None) -> Path:
-    """The ONNX graph of a checkpoint, exported once and reused.
+    """The inference graph (PeakNet) of a checkpoint, exported once and reused.
 
-    The cache key covers the weights' and config's bytes, the input size and the torch
-    version, so a changed checkpoint or exporter never serves a stale graph. ``model``, the
-    checkpoint already loaded, spares loading it again on a cache miss.
+    The cache key covers the weights' and config's bytes, the input size, the outputs and
+    the torch version, so a changed checkpoint or exporter never serves a stale graph.
+    ``model``, the checkpoint already loaded, spares loading it again on a cache miss.
     """
     weights, meta = checkpoint.paths(checkpoint_path)
     digest = hashlib.sha256()
@@ -102,14 +117,14 @@ def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] 
             raise InputError(f"{part}: checkpoint file not found")
         digest.update(part.read_bytes())
     size = tuple(input_size or checkpoint.read_meta(checkpoint_path)["config"]["model"]["input_size"])
-    digest.update(f"{size}|{torch.__version__}|{OPSET}".encode())
+    digest.update(f"{size}|{torch.__version__}|{OPSET}|{','.join(PEAK_OUTPUTS)}".encode())
     out = cache_dir() / f"{weights.stem}-{digest.hexdigest()[:16]}.onnx"
     if out.is_file():
         return out
     if model is None:
         return export_onnx(checkpoint_path, out, size)
     with atomic_path(out) as tmp:
-        export_model(model, tmp, size)
+        export_model(inference_net(model), tmp, size)
     return out
 
 
@@ -120,7 +135,7 @@ def runner_for_checkpoint(checkpoint_path: str | os.PathLike, model: torch.nn.Mo
     try:
         return OnnxRunner(cached_onnx(checkpoint_path, input_size, model), threads)
     except OSError:
-        return OnnxRunner.from_model(model, input_size, threads)
+        return OnnxRunner.from_model(inference_net(model), input_size, threads)
 
 
 class OnnxRunner:
@@ -152,7 +167,7 @@ class OnnxRunner:
     @classmethod
     def from_model(cls, model: torch.nn.Module, input_size: tuple[int, int],
                    threads: int | None = None) -> OnnxRunner:
-        """Export an in-memory model (no file written) and open it."""
+        """Export an in-memory model (a CobbNet or PeakNet, as it is; no file written) and open it."""
         buf = io.BytesIO()
         export_model(model, buf, input_size)
         return cls(buf.getvalue(), threads)

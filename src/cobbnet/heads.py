@@ -24,3 +24,24 @@ def gather(feat: torch.Tensor, ind: torch.Tensor) -> torch.Tensor:
     B, C, h, w = feat.shape
     flat = feat.reshape(B, C, h * w)
     return flat.gather(2, ind[:, None, :].expand(B, C, ind.shape[1])).permute(0, 2, 1)
+
+
+def patches(feat: torch.Tensor, ind: torch.Tensor, size: int = 3) -> torch.Tensor:
+    """The zero-padded ``size x size`` neighbourhoods of flat indices, as a conv reads them.
+
+    ``feat (B, C, h, w)``, ``ind (B, K)`` -> ``(B, K, C * size * size)``, flattened in the
+    order of a ``Conv2d`` weight's ``(C, size, size)``: so a ``size x size`` conv with
+    ``padding = size // 2`` at those cells is ``F.linear(patches, weight.flatten(1), bias)``.
+    Cells outside the map read 0 (gathered at a clamped cell, then masked, so the map itself
+    is never copied into a padded one).
+    """
+    B, C, h, w = feat.shape
+    K = ind.shape[1]
+    d = torch.arange(size, device=ind.device) - size // 2
+    ys = torch.div(ind, w, rounding_mode="floor")[:, :, None] + d  # (B, K, size)
+    xs = (ind % w)[:, :, None] + d
+    inside = ((ys >= 0) & (ys < h))[:, :, :, None] & ((xs >= 0) & (xs < w))[:, :, None, :]
+    flat = ys.clamp(0, h - 1)[:, :, :, None] * w + xs.clamp(0, w - 1)[:, :, None, :]  # (B, K, size, size)
+    out = feat.reshape(B, C, h * w).gather(2, flat.reshape(B, 1, -1).expand(B, C, -1))
+    out = out.reshape(B, C, K, size * size) * inside.reshape(B, 1, K, size * size).to(feat.dtype)
+    return out.permute(0, 2, 1, 3).reshape(B, K, C * size * size)

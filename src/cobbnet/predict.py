@@ -5,9 +5,11 @@
     >>> result = pred.predict("spine.dcm")      # or an (H, W) uint8 array
     >>> result.angles, result.cobb.shape, result.as_dict()
 
-The fastest mode that is exact enough is chosen for the machine (see :mod:`cobbnet.hardware`
-and docs/speed.md): bf16 autocast + channels_last on GPUs and on CPUs with native bf16, and
-ONNX Runtime in fp32 on other CPUs (its graph is exported once per checkpoint and cached).
+The network runs in its inference form (:class:`cobbnet.model.PeakNet`: offsets computed at
+the heatmap's peaks only, no mask head). The fastest mode that is exact enough is chosen for
+the machine (see :mod:`cobbnet.hardware` and docs/speed.md): bf16 autocast + channels_last on
+GPUs and on CPUs with native bf16, and ONNX Runtime in fp32 on other CPUs (its graph is
+exported once per checkpoint and cached).
 ``precision="fp32"`` forces full precision; ``engine="torch"`` forces the torch network.
 """
 
@@ -32,6 +34,7 @@ from cobbnet.decode import decode, to_original
 from cobbnet.errors import InputError
 from cobbnet.hardware import AUTOCAST_DTYPES, resolve_device, resolve_engine, resolve_precision
 from cobbnet.images import read_image
+from cobbnet.model import PeakNet
 from cobbnet.report import result_record
 
 
@@ -58,7 +61,8 @@ class Predictor:
     def __init__(self, checkpoint_path: str | os.PathLike | None = None, device: str = "auto",
                  precision: str = "auto", channels_last: bool = True, engine: str = "auto"):
         path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
-        self.model, self.cfg = checkpoint.load(path)
+        model, self.cfg = checkpoint.load(path)
+        self.model = PeakNet(model)  # the inference form: the same numbers, fewer FLOPs
         self.checkpoint = path
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
