@@ -12,8 +12,8 @@ import torch
 
 from cobbnet import checkpoint
 from cobbnet.config import Config
-from cobbnet.errors import InputError
 from cobbnet.decode import decode
+from cobbnet.errors import InputError
 from cobbnet.export import FULL_OUTPUTS, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
 from cobbnet.heads import HEADS, STRIDE
 from cobbnet.model import PEAK_OUTPUTS, ModelConfig, PeakNet, build_model

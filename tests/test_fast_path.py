@@ -26,7 +26,14 @@ from cobbnet.decode import decode
 from cobbnet.export import OnnxRunner
 from cobbnet.hardware import native_bf16_cpu
 from cobbnet.losses import LossConfig, compute_losses
-from cobbnet.model import SIGMOID_HEADS, ModelConfig, PeakNet, build_model, clamped_sigmoid, normalize
+from cobbnet.model import (
+    SIGMOID_HEADS,
+    ModelConfig,
+    PeakNet,
+    build_model,
+    clamped_sigmoid,
+    normalize,
+)
 from cobbnet.predict import Predictor
 from cobbnet.synthetic import make_radiograph, write_dataset
 
@@ -169,3 +176,5 @@ def test_benchmark_records_every_mode(tmp_path: Path) -> None:
     assert saved["drift"].startswith("n/a") and saved["machine"]["threads"] == torch.get_num_threads()
     if not torch.cuda.is_available():
         assert saved["gpu"] == "not available on this machine"
+    tables = out.with_suffix(".md").read_text()  # the markdown docs/speed.md quotes
+    assert "| hrnet_w18_small_v2 | " in tables and "| peak-onnx |" in tables and "End to end" in tables

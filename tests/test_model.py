@@ -11,7 +11,15 @@ from cobbnet.decode import decode
 from cobbnet.heads import HEADS, HM_BIAS, STRIDE, gather
 from cobbnet.landmarks import N_VERTEBRAE
 from cobbnet.losses import LossConfig, compute_losses
-from cobbnet.model import PEAK_OUTPUTS, PROB_EPS, CobbNet, ModelConfig, PeakNet, build_model, count_parameters
+from cobbnet.model import (
+    PEAK_OUTPUTS,
+    PROB_EPS,
+    CobbNet,
+    ModelConfig,
+    PeakNet,
+    build_model,
+    count_parameters,
+)
 
 BACKBONES = backbones.available()
 

@@ -42,7 +42,7 @@ from cobbnet import checkpoint
 from cobbnet.config import Config
 from cobbnet.hardware import cpu_flags, cpu_model
 from cobbnet.model import ModelConfig, PeakNet, build_model
-from cobbnet.outputs import write_json
+from cobbnet.outputs import write_json, write_text
 from cobbnet.predict import Predictor
 from cobbnet.synthetic import JPEG_QUALITY, make_radiograph
 
@@ -376,6 +376,7 @@ def run_benchmark(quick: bool = False, models: Sequence[str] | None = None,
     results["load_average_after"] = list(os.getloadavg())
     if out:
         write_json(out, results)
+        write_text(Path(out).with_suffix(".md"), markdown(results))
     if show:
         print_tables(results)
     return results
@@ -393,16 +394,16 @@ def print_tables(results: dict[str, Any]) -> None:
     console.print(f"{m['cpu']}, {m['threads']} threads, {m['date']}; GPU: {results['gpu']}")
     console.print(f"fp32 matmul {results['matmul_gflops']:.0f} GFLOP/s at the start, "
                   f"{results.get('matmul_gflops_after', float('nan')):.0f} at the end")
-    net = Table(title=f"network, {results['input_size'][0]}x{results['input_size'][1]}")
-    for col in ("model", "GFLOP", "mode", "batch", "median s", "min s", "max s", "img/s",
+    net = Table(title="network, seconds per call")
+    for col in ("model", "input", "GFLOP", "mode", "batch", "median s", "min s", "max s", "img/s",
                 "x floor", "speed-up", "of minima"):
-        net.add_column(col, justify="left" if col in ("model", "mode") else "right")
+        net.add_column(col, justify="left" if col in ("model", "input", "mode") else "right")
     e2e = Table(title="end to end, seconds per radiograph file")
     for col in ("model", "mode", "median s", "min s", "max s", "speed-up", "of minima"):
         e2e.add_column(col, justify="left" if col in ("model", "mode") else "right")
     for name, res in results["models"].items():
         for r in res["network"]:
-            net.add_row(name, f"{r['gflops']:.1f}", r["mode"], str(r["batch"]), f"{r['median_s']:.3f}",
+            net.add_row(name, "x".join(map(str, res["input_size"])), f"{r['gflops']:.1f}", r["mode"], str(r["batch"]), f"{r['median_s']:.3f}",
                         f"{r['min_s']:.3f}", f"{r['max_s']:.3f}", f"{r['images_per_s']:.2f}",
                         f"{r['floor_ratio']:.2f}", _x(r["speedup"]), _x(r["speedup_min"]))
         for r in res["end_to_end"]:
@@ -416,3 +417,36 @@ def print_tables(results: dict[str, Any]) -> None:
 
 def _x(speedup: float | None) -> str:
     return f"{speedup:.2f}x" if speedup else "-"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as the markdown tables docs/speed.md quotes (written beside the JSON)."""
+    m = results["machine"]
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in m["flags"].items())
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    lines = [f"{m['cpu']}, {m['threads']} threads, {m['date']}; {flags}; {versions}; "
+             f"fp32 matmul {results['matmul_gflops']:.0f} GFLOP/s at the start, "
+             f"{results.get('matmul_gflops_after', float('nan')):.0f} at the end; GPU: {results['gpu']}", "",
+             "Network, seconds per call:", "",
+             "| model | input | GFLOP | mode | batch | median s | min s | img/s | x floor | speed-up | of minima |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, res in results["models"].items():
+        size = "x".join(map(str, res["input_size"]))
+        for r in res["network"]:
+            lines.append(f"| {name} | {size} | {r['gflops']:.1f} | {r['mode']} | {r['batch']} | {r['median_s']:.2f} | "
+                         f"{r['min_s']:.2f} | {r['images_per_s']:.2f} | {r['floor_ratio']:.2f} | "
+                         f"{_x(r['speedup'])} | {_x(r['speedup_min'])} |")
+    lines += ["", "End to end, seconds per radiograph file:", "",
+              "| model | mode | median s | min s | max s | speed-up | of minima |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name, res in results["models"].items():
+        for r in res["end_to_end"]:
+            lines.append(f"| {name} | {r['mode']} | {r['median_s']:.2f} | {r['min_s']:.2f} | {r['max_s']:.2f} | "
+                         f"{_x(r['speedup'])} | {_x(r['speedup_min'])} |")
+    drift_ = results["drift"]
+    lines += ["", "Drift from eager fp32:" if isinstance(drift_, dict) else f"Drift from eager fp32: {drift_}"]
+    if isinstance(drift_, dict):
+        lines += ["", "| mode | images | landmark px, mean | angle degrees, max | within tolerance |",
+                  "|---|---:|---:|---:|---|"]
+        lines += [f"| {mode} | {d['images']} | {d['landmark_px_mean']:.1e} | {d['angle_deg_max']:.1e} | "
+                  f"{'yes' if d.get('within_tolerance') else 'no'} |" for mode, d in drift_.items()]
+    return "\n".join(lines) + "\n"
