@@ -156,7 +156,8 @@ def test_automatic_engine_is_fast_and_exact(fitted, tmp_path: Path, monkeypatch:
 def test_benchmark_records_every_mode(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     res = run_benchmark(quick=True, models=["hrnet_w18_small_v2"], modes=["channels_last", "onnx", "peak-onnx"],
-                        out=out, input_size=(128, 64), file_size=(256, 96), show=False)
+                        out=out, input_size=(128, 64), file_size=(256, 96), show=False,
+                        bundled_drift=False)
     saved = json.loads(out.read_text())
     assert saved["models"].keys() == res["models"].keys() == {"hrnet_w18_small_v2"}
     model = saved["models"]["hrnet_w18_small_v2"]
@@ -178,3 +179,20 @@ def test_benchmark_records_every_mode(tmp_path: Path) -> None:
         assert saved["gpu"] == "not available on this machine"
     tables = out.with_suffix(".md").read_text()  # the markdown docs/speed.md quotes
     assert "| hrnet_w18_small_v2 | " in tables and "| peak-onnx |" in tables and "End to end" in tables
+
+
+def test_benchmark_measures_drift_with_the_bundled_model_when_radiographs_are_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cobbnet.bench as bench
+    from cobbnet.bundle import bundled_checkpoint
+
+    monkeypatch.setattr(bench, "AASCE", write_dataset(tmp_path / "data", 2, seed=5, size=IMAGE))
+    res = run_benchmark(quick=True, models=["resnet34"], modes=["peak-onnx"], input_size=(64, 32),
+                        file_size=(128, 64), show=False, repeats=1)
+    assert set(res["models"]) == {"resnet34", bench.BUNDLED}
+    assert res["models"][bench.BUNDLED]["input_size"] == list(checkpoint.load(bundled_checkpoint())[1].model.input_size)
+    assert res["drift_checkpoint"] == str(bundled_checkpoint())
+    values = res["drift"]["peak-onnx"]
+    assert values["images"] == 2 and values["within_tolerance"]
+    assert values["landmark_px_mean"] < 0.01  # the default path is fp32: rounding only
+    assert "Drift from eager fp32 (" in bench.markdown(res)
