@@ -88,7 +88,7 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
     model, cfg = checkpoint.load(path)
     if not full:
-        model = PeakNet(model)
+        model = inference_net(model)
     size = tuple(input_size or cfg.model.input_size)
     out = Path(out_path)
     with atomic_path(out) as tmp:
