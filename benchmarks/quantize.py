@@ -29,7 +29,15 @@ import numpy as np
 import torch
 
 from cobbnet import checkpoint
-from cobbnet.bench import AASCE, DRIFT_DEG, DRIFT_PX, machine_info, predictor_with, round_robin
+from cobbnet.bench import (
+    AASCE,
+    DRIFT_DEG,
+    DRIFT_PX,
+    machine_info,
+    prediction_drift,
+    predictor_with,
+    round_robin,
+)
 from cobbnet.bundle import bundled_checkpoint
 from cobbnet.data import prepare_image
 from cobbnet.export import OnnxRunner, export_model
@@ -93,13 +101,6 @@ def quantize(fp32: Path, out: Path, calibration: list[np.ndarray], size: tuple[i
     return out
 
 
-def drift(ref: list, got: list) -> dict[str, float]:
-    px = [np.linalg.norm(g.landmarks - r.landmarks, axis=-1).mean() for g, r in zip(got, ref, strict=True)]
-    deg = [np.abs(g.angles - r.angles).max() for g, r in zip(got, ref, strict=True)]
-    return {"landmark_px_mean": float(np.mean(px)), "angle_deg_max": float(np.max(deg)),
-            "angle_deg_mean": float(np.mean(deg)), "images": len(ref)}
-
-
 def run(ckpt: Path, n_calibration: int, n_test: int, n_aasce: int, repeats: int, out: Path) -> dict[str, Any]:
     model, cfg = checkpoint.load(ckpt)
     size = tuple(cfg.model.input_size)
@@ -130,8 +131,8 @@ def run(ckpt: Path, n_calibration: int, n_test: int, n_aasce: int, repeats: int,
             if name != "fp32":
                 for s, ims in sets.items():
                     got = preds[name].predict_arrays(ims, [f"{s}-{i}" for i in range(len(ims))])
-                    row[f"drift_{s}"] = d = drift(refs[s], got)
-                    row[f"within_tolerance_{s}"] = d["landmark_px_mean"] <= DRIFT_PX and d["angle_deg_max"] <= DRIFT_DEG
+                    row[f"drift_{s}"] = d = prediction_drift(refs[s], got)
+                    row[f"within_tolerance_{s}"] = d["within_tolerance"]
             result["modes"][name] = row
     write_json(out, result)
     return result
