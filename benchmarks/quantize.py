@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cobbnet import checkpoint
+from cobbnet.training import checkpoint
 from cobbnet.bench import (
     AASCE,
     DRIFT_DEG,
@@ -38,13 +38,13 @@ from cobbnet.bench import (
     predictor_with,
     round_robin,
 )
-from cobbnet.bundle import bundled_checkpoint
-from cobbnet.data import prepare_image
-from cobbnet.export import OnnxRunner, export_model
-from cobbnet.images import read_image
-from cobbnet.model import PeakNet
-from cobbnet.outputs import write_json
-from cobbnet.synthetic import make_radiograph
+from cobbnet.infer.bundle import bundled_checkpoint
+from cobbnet.training.data import prepare_image
+from cobbnet.training.export import OnnxRunner, export_model
+from cobbnet.io.images import read_image
+from cobbnet.nn.model import PeakNet
+from cobbnet.io.outputs import write_json
+from cobbnet.io.synthetic import make_radiograph
 
 OUT = Path(__file__).resolve().parent / "results" / "int8.json"
 CALIBRATION_SEED = 11  # calibration and test radiographs never overlap

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from cobbnet.bench import FULL, GPU_MODES, MODES, run_benchmark
+from bench import FULL, GPU_MODES, MODES, run_benchmark
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

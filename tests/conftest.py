@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from spines import AASCE
 
-from cobbnet import landmarks
+from cobbnet.spine import landmarks
 
 
 @pytest.fixture(autouse=True, scope="session")

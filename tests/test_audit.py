@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cobbnet.aasce import Sample
-from cobbnet.audit import (
+from cobbnet.io.aasce import Sample
+from cobbnet.spine.audit import (
     CHECKS,
     Finding,
     audit_samples,
@@ -15,8 +15,8 @@ from cobbnet.audit import (
     findings_to_json,
     format_findings,
 )
-from cobbnet.cobb import cobb_angles_batch
-from cobbnet.landmarks import BL, BR, LEVELS, TL, TR, level_index
+from cobbnet.spine.cobb import cobb_angles_batch
+from cobbnet.spine.landmarks import BL, BR, LEVELS, TL, TR, level_index
 
 W, H = 80, 200
 

@@ -6,7 +6,7 @@ import pytest
 import timm.models._builder
 import torch
 
-from cobbnet import backbones
+from cobbnet.nn import backbones
 
 EXPECTED = {"hrnet_w18", "hrnet_w18_small_v2", "resnet34"}
 

@@ -10,13 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cobbnet import bundle, checkpoint
-from cobbnet.cobb import cobb_angles
-from cobbnet.config import Config
+from cobbnet.infer import bundle
+
+from cobbnet.training import checkpoint
+from cobbnet.spine.cobb import cobb_angles
+from cobbnet.training.config import Config
 from cobbnet.errors import InputError
-from cobbnet.images import read_image
-from cobbnet.model import ModelConfig, build_model
-from cobbnet.synthetic import synth_sample
+from cobbnet.io.images import read_image
+from cobbnet.nn.model import ModelConfig, build_model
+from cobbnet.io.synthetic import synth_sample
 
 
 def _has_model() -> bool:
@@ -117,7 +119,7 @@ def test_bundled_model_reads_the_bundled_example() -> None:
 
 @pytest.mark.skipif(not HAS_MODEL, reason="this build ships no model")
 def test_bundled_model_knows_its_validation_fold() -> None:
-    from cobbnet.evaluate import fold_samples
+    from cobbnet.infer.evaluate import fold_samples
 
     held_out = fold_samples(None, list(range(481)))  # evaluate --fold-only without --checkpoint
     assert held_out == fold_samples(bundle.bundled_checkpoint(), list(range(481)))

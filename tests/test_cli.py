@@ -173,8 +173,8 @@ def test_bad_size_flag(tmp_path):
 def test_export_writes_the_inference_graph_or_every_head(tmp_path, full):
     import onnx
 
-    from cobbnet.export import FULL_OUTPUTS
-    from cobbnet.model import PEAK_OUTPUTS
+    from cobbnet.training.export import FULL_OUTPUTS
+    from cobbnet.nn.model import PEAK_OUTPUTS
 
     out = tmp_path / "model.onnx"
     result = invoke("export", "--onnx", out, *(["--full"] if full else []))

@@ -14,8 +14,8 @@ import pytest
 from spines import AASCE, needs_aasce
 from spines import tilted_spine as spine
 
-from cobbnet import cobb
-from cobbnet.landmarks import BL, BR, LEVELS, TL, TR
+from cobbnet.spine import cobb
+from cobbnet.spine.landmarks import BL, BR, LEVELS, TL, TR
 
 
 def chord_sides(lm: np.ndarray) -> np.ndarray:

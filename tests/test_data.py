@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cobbnet import landmarks as lmk
-from cobbnet.aasce import Sample
-from cobbnet.data import (
+from cobbnet.spine import landmarks as lmk
+from cobbnet.io.aasce import Sample
+from cobbnet.training.data import (
     JPEG_REDUCE,
     Augment,
     SpineDataset,
@@ -23,9 +23,9 @@ from cobbnet.data import (
     prepare_image,
     set_dataset_epoch,
 )
-from cobbnet.decode import to_input
+from cobbnet.nn.decode import to_input
 from cobbnet.errors import InputError
-from cobbnet.targets import encode
+from cobbnet.nn.targets import encode
 
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 INPUT = (256, 128)
@@ -342,7 +342,7 @@ def test_kfold_rejects_bad_arguments(n, k, fold):
 
 @pytest.mark.skipif(not AASCE.exists(), reason="AASCE boostnet_labeldata not available")
 def test_aasce_item_loads():
-    from cobbnet.aasce import read_split
+    from cobbnet.io.aasce import read_split
 
     samples = read_split(AASCE, "training")[:1]
     ds = SpineDataset.from_aasce(samples, augment=Augment(), seed=0)

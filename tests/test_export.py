@@ -10,13 +10,13 @@ import onnx
 import pytest
 import torch
 
-from cobbnet import checkpoint
-from cobbnet.config import Config
-from cobbnet.decode import decode
+from cobbnet.training import checkpoint
+from cobbnet.training.config import Config
+from cobbnet.nn.decode import decode
 from cobbnet.errors import InputError
-from cobbnet.export import FULL_OUTPUTS, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
-from cobbnet.heads import HEADS, STRIDE
-from cobbnet.model import PEAK_OUTPUTS, ModelConfig, PeakNet, build_model
+from cobbnet.training.export import FULL_OUTPUTS, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
+from cobbnet.nn.heads import HEADS, STRIDE
+from cobbnet.nn.model import PEAK_OUTPUTS, ModelConfig, PeakNet, build_model
 
 SIZE = (256, 128)
 

@@ -18,15 +18,15 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from cobbnet import checkpoint
-from cobbnet.bench import DRIFT_DEG, DRIFT_PX, drift, predictor_with, run_benchmark, torch_predictor
-from cobbnet.config import Config
-from cobbnet.data import SpineDataset, prepare_image
-from cobbnet.decode import decode
-from cobbnet.export import OnnxRunner
-from cobbnet.hardware import native_bf16_cpu
-from cobbnet.losses import LossConfig, compute_losses
-from cobbnet.model import (
+from cobbnet.training import checkpoint
+from bench import DRIFT_DEG, DRIFT_PX, drift, predictor_with, run_benchmark, torch_predictor
+from cobbnet.training.config import Config
+from cobbnet.training.data import SpineDataset, prepare_image
+from cobbnet.nn.decode import decode
+from cobbnet.training.export import OnnxRunner
+from cobbnet.training.hardware import native_bf16_cpu
+from cobbnet.nn.losses import LossConfig, compute_losses
+from cobbnet.nn.model import (
     SIGMOID_HEADS,
     ModelConfig,
     PeakNet,
@@ -34,8 +34,8 @@ from cobbnet.model import (
     clamped_sigmoid,
     normalize,
 )
-from cobbnet.predict import Predictor
-from cobbnet.synthetic import make_radiograph, write_dataset
+from cobbnet.infer.predict import Predictor
+from cobbnet.io.synthetic import make_radiograph, write_dataset
 
 INPUT = (256, 128)  # (H, W) network input
 IMAGE = (512, 256)  # (H, W) of the synthetic radiographs: original pixels are 2 input pixels
@@ -183,8 +183,8 @@ def test_benchmark_records_every_mode(tmp_path: Path) -> None:
 
 def test_benchmark_measures_drift_with_the_bundled_model_when_radiographs_are_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cobbnet.bench as bench
-    from cobbnet.bundle import bundled_checkpoint
+    import bench
+    from cobbnet.infer.bundle import bundled_checkpoint
 
     monkeypatch.setattr(bench, "AASCE", write_dataset(tmp_path / "data", 2, seed=5, size=IMAGE))
     res = run_benchmark(quick=True, models=["resnet34"], modes=["peak-onnx"], input_size=(64, 32),

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from cobbnet import hardware
-from cobbnet.hardware import lightning_precision, resolve_engine, resolve_precision
+from cobbnet.training import hardware
+from cobbnet.training.hardware import lightning_precision, resolve_engine, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None

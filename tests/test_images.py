@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from cobbnet.errors import InputError
-from cobbnet.images import IMAGE_SUFFIXES, find_images, image_size, read_image
+from cobbnet.io.images import IMAGE_SUFFIXES, find_images, image_size, read_image
 
 H, W = 48, 32  # taller than wide, as radiographs are, so a transposed result cannot pass
 

@@ -7,7 +7,7 @@ import pytest
 from spines import AASCE, needs_aasce
 from spines import tilted_spine as spine
 
-from cobbnet import landmarks as lmk
+from cobbnet.spine import landmarks as lmk
 from cobbnet.errors import InputError
 
 # A double curve whose apical vertebrae tilt up to 50 degrees: their two smallest-y corners

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cobbnet import synthetic, targets
-from cobbnet.heads import HEADS, STRIDE
-from cobbnet.losses import (
+from cobbnet.io import synthetic
+
+from cobbnet.nn import targets
+from cobbnet.nn.heads import HEADS, STRIDE
+from cobbnet.nn.losses import (
     LossConfig,
     binary_focal_loss,
     compute_losses,
@@ -21,7 +23,7 @@ from cobbnet.losses import (
     l1_at,
     predicted_corners,
 )
-from cobbnet.model import SIGMOID_HEADS, clamped_sigmoid
+from cobbnet.nn.model import SIGMOID_HEADS, clamped_sigmoid
 
 SIZE = (256, 128)  # input (H, W); maps are 64 x 32
 

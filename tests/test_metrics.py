@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from cobbnet import metrics
-from cobbnet.cobb import ANGLE_COLUMNS
+from cobbnet.spine import metrics
+from cobbnet.spine.cobb import ANGLE_COLUMNS
 
 # Three images. Image 0: errors 2, 2, 0 over angle sum 120. Image 1: everything zero.
 # Image 2: errors 0, 5, 5 over angle sum 20.

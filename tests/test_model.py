@@ -6,12 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cobbnet import backbones, synthetic, targets
-from cobbnet.decode import decode
-from cobbnet.heads import HEADS, HM_BIAS, STRIDE, gather
-from cobbnet.landmarks import N_VERTEBRAE
-from cobbnet.losses import LossConfig, compute_losses
-from cobbnet.model import (
+from cobbnet.nn import backbones
+
+from cobbnet.io import synthetic
+
+from cobbnet.nn import targets
+from cobbnet.nn.decode import decode
+from cobbnet.nn.heads import HEADS, HM_BIAS, STRIDE, gather
+from cobbnet.spine.landmarks import N_VERTEBRAE
+from cobbnet.nn.losses import LossConfig, compute_losses
+from cobbnet.nn.model import (
     PEAK_OUTPUTS,
     PROB_EPS,
     CobbNet,
@@ -180,7 +184,7 @@ def test_peak_net_decodes_to_what_the_dense_heads_decode_to(backbone: str) -> No
 
 
 def test_peak_net_skips_the_dense_offset_and_mask_heads() -> None:
-    from cobbnet.bench import count_gflops
+    from bench import count_gflops
 
     model = _model("hrnet_w18_small_v2").eval()
     size = (256, 128)

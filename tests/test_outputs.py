@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cobbnet.outputs import atomic_path, write_json, write_text
+from cobbnet.io.outputs import atomic_path, write_json, write_text
 
 
 def test_written_file_is_whole_and_readable_by_others(tmp_path: Path) -> None:

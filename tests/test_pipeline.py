@@ -13,13 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cobbnet import checkpoint
+from cobbnet.training import checkpoint
 from cobbnet.cli import app
-from cobbnet.config import load_config
+from cobbnet.training.config import load_config
 from cobbnet.errors import InputError
-from cobbnet.predict import Predictor
-from cobbnet.synthetic import write_dataset
-from cobbnet.train import completed_epochs, state_checkpoint, train
+from cobbnet.infer.predict import Predictor
+from cobbnet.io.synthetic import write_dataset
+from cobbnet.training.train import completed_epochs, state_checkpoint, train
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 TINY = ["data.synthetic_train=8", "data.synthetic_val=4", "data.synthetic_size=[256,128]",
@@ -113,7 +113,7 @@ def test_same_seed_same_weights(tmp_path):
 
 
 def test_predictor_takes_paths_and_arrays(tiny_run, images):
-    from cobbnet.images import read_image
+    from cobbnet.io.images import read_image
 
     predictor = Predictor(tiny_run["best"], precision="fp32")
     path = sorted((images / "data" / "training").glob("*.jpg"))[0]
@@ -183,7 +183,7 @@ def test_ddp_trains_on_two_cpu_processes(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    from cobbnet.demo import run_demo
+    from cobbnet.training.demo import run_demo
 
     summary = run_demo(tmp_path / "demo", overrides=["train.epochs=1"])
     assert np.isfinite(summary["smape"])

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cobbnet.plots import plot_bland_altman, plot_error_by_level, plot_evaluation
+from cobbnet.report.plots import plot_bland_altman, plot_error_by_level, plot_evaluation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

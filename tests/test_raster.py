@@ -7,10 +7,12 @@ import pytest
 import torch
 from matplotlib.path import Path
 
-from cobbnet import synthetic, targets
-from cobbnet.heads import STRIDE
-from cobbnet.landmarks import BL, BR, TL, TR
-from cobbnet.raster import fill_quads
+from cobbnet.io import synthetic
+
+from cobbnet.nn import targets
+from cobbnet.nn.heads import STRIDE
+from cobbnet.spine.landmarks import BL, BR, TL, TR
+from cobbnet.nn.raster import fill_quads
 
 MAP = (256, 128)  # the output map of the default 1024 x 512 input
 

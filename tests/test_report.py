@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cobbnet.cobb import ANGLE_COLUMNS, cobb_angles, cobb_angles_batch
-from cobbnet.landmarks import LEVELS
-from cobbnet.report import (
+from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles, cobb_angles_batch
+from cobbnet.spine.landmarks import LEVELS
+from cobbnet.report.overlay import (
     ANGLE_COLOURS,
     WARNING,
     angles_csv,

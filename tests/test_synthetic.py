@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from cobbnet.cobb import cobb_angles_batch
+from cobbnet.spine.cobb import cobb_angles_batch
 from cobbnet.errors import InputError
-from cobbnet.landmarks import BL, BR, TL, TR, canonical_order, centers, from_csv_row, from_p2
-from cobbnet.synthetic import (
+from cobbnet.spine.landmarks import BL, BR, TL, TR, canonical_order, centers, from_csv_row, from_p2
+from cobbnet.io.synthetic import (
     KINDS,
     make_radiograph,
     random_spine,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as MplPath
 
-from cobbnet.heads import HEADS, STRIDE
-from cobbnet.targets import (
+from cobbnet.nn.heads import HEADS, STRIDE
+from cobbnet.nn.targets import (
     MIN_RADIUS,
     collate,
     draw_gaussian,

@@ -11,14 +11,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "Predictor": "cobbnet.predict",
-    "Prediction": "cobbnet.predict",
-    "cobb_angles": "cobbnet.cobb",
-    "cobb_angles_batch": "cobbnet.cobb",
-    "read_split": "cobbnet.aasce",
-    "read_image": "cobbnet.images",
-    "summarize": "cobbnet.metrics",
-    "load_config": "cobbnet.config",
+    "Predictor": "cobbnet.infer.predict",
+    "Prediction": "cobbnet.infer.predict",
+    "cobb_angles": "cobbnet.spine.cobb",
+    "cobb_angles_batch": "cobbnet.spine.cobb",
+    "read_split": "cobbnet.io.aasce",
+    "read_image": "cobbnet.io.images",
+    "summarize": "cobbnet.spine.metrics",
+    "load_config": "cobbnet.training.config",
 }
 __all__ = ["__version__", *_API]
 

@@ -78,7 +78,7 @@ def synth(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset in OUT.")] = False,
 ) -> None:
     """Write synthetic AP spine radiographs with corner labels and challenge angles."""
-    from cobbnet.synthetic import write_dataset
+    from cobbnet.io.synthetic import write_dataset
 
     if n < 1:
         raise InputError(f"--n {n}: need at least one radiograph")
@@ -96,9 +96,9 @@ def angles(
     compare: Annotated[bool, typer.Option(help="Print how far the angles are from angles.csv.")] = False,
 ) -> None:
     """Cobb angles from landmark labels by the AASCE challenge's rules."""
-    from cobbnet import aasce
-    from cobbnet.cobb import cobb_angles_batch
-    from cobbnet.report import angles_csv
+    from cobbnet.io import aasce
+    from cobbnet.spine.cobb import cobb_angles_batch
+    from cobbnet.report.overlay import angles_csv
 
     if source.suffix == ".mat":
         if height is None:
@@ -113,7 +113,7 @@ def angles(
     values, pairs, is_s = cobb_angles_batch(lms, heights)
     text = angles_csv(names, values, pairs, is_s)
     if out:
-        from cobbnet.outputs import write_text
+        from cobbnet.io.outputs import write_text
 
         write_text(out, text)
         console.print(f"wrote angles of {len(names)} spines to {out}")
@@ -139,7 +139,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
 ) -> None:
     """List labels that look wrong (swapped corners, order, self-intersection, outside, angle mismatch)."""
-    from cobbnet.audit import audit_split, findings_to_json, format_findings
+    from cobbnet.spine.audit import audit_split, findings_to_json, format_findings
 
     findings = audit_split(root, split)
     if as_json:
@@ -158,8 +158,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the run's last saved state.")] = False,
 ) -> None:
     """Train a model. Extra arguments KEY=VALUE override the config, e.g. train.epochs=5."""
-    from cobbnet.config import load_config
-    from cobbnet.train import train_folds
+    from cobbnet.training.config import load_config
+    from cobbnet.training.train import train_folds
 
     cfg = load_config(config, list(ctx.args))
     if folds is not None:
@@ -203,8 +203,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
 ) -> None:
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
-    from cobbnet import evaluate as ev
-    from cobbnet.aasce import read_split
+    from cobbnet.infer import evaluate as ev
+    from cobbnet.io.aasce import read_split
 
     if run is not None:
         result = ev.evaluate_folds(run, data, split, out, precision, batch_size)
@@ -236,10 +236,10 @@ def predict(
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPUs without native bf16), torch or onnx.")] = "auto",
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph."""
-    from cobbnet.images import find_images
-    from cobbnet.outputs import write_json
-    from cobbnet.predict import Predictor
-    from cobbnet.report import save_overlay, write_batch_csv
+    from cobbnet.io.images import find_images
+    from cobbnet.io.outputs import write_json
+    from cobbnet.infer.predict import Predictor
+    from cobbnet.report.overlay import save_overlay, write_batch_csv
 
     files = find_images(paths)
     if not files:
@@ -285,7 +285,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The whole job on data cobbnet makes itself: synthesize, train, evaluate, draw."""
-    from cobbnet.demo import run_demo
+    from cobbnet.training.demo import run_demo
 
     summary = run_demo(out, seed, console)
     console.print(f"[bold]demo done[/bold]: validation SMAPE {summary['smape']:.2f} on "
@@ -301,29 +301,10 @@ def export(
     full: Annotated[bool, typer.Option(help="Every dense head (hm, reg, cnr, mask) instead of the inference graph (hm, scores, ind, reg, cnr at the peaks).")] = False,
 ) -> None:
     """Export the network to ONNX for onnxruntime."""
-    from cobbnet.export import export_onnx
+    from cobbnet.training.export import export_onnx
 
     path = export_onnx(checkpoint, onnx, full=full)
     console.print(f"wrote {path}")
-
-
-@app.command()
-@user_errors
-def bench(
-    quick: Annotated[bool, typer.Option(help="One model, three modes, two rounds: under 2 minutes.")] = False,
-    models: Annotated[list[str] | None, typer.Option("--model", help="Backbone to time (repeatable).")] = None,
-    modes: Annotated[list[str] | None, typer.Option("--mode", help="eager, channels_last, bf16, compile, onnx, peak-eager, peak-onnx (repeatable).")] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON file for the results.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Trained weights: also measures the fast path's drift on AASCE images.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch and ONNX Runtime threads.")] = None,
-) -> None:
-    """Time the network and the whole prediction path in every mode (same as benchmarks/speed.py)."""
-    from cobbnet.bench import run_benchmark
-
-    try:
-        run_benchmark(quick, models, modes, out, checkpoint, threads)
-    except ValueError as err:
-        raise InputError(f"bench: {err}") from None
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cobbnet.heads import STRIDE
+from cobbnet.nn.heads import STRIDE
 
 BackboneBuilder = Callable[[bool], nn.Module]
 _BACKBONES: dict[str, BackboneBuilder] = {}

@@ -1,7 +1,7 @@
 """Experiment configuration: typed dataclasses, read from YAML with ``key=value`` overrides.
 
-A config has four parts: ``model`` (:class:`cobbnet.model.ModelConfig`), ``loss``
-(:class:`cobbnet.losses.LossConfig`), ``data`` and ``train``. The defaults here are the
+A config has four parts: ``model`` (:class:`cobbnet.nn.model.ModelConfig`), ``loss``
+(:class:`cobbnet.nn.losses.LossConfig`), ``data`` and ``train``. The defaults here are the
 paper's settings; ``configs/*.yaml`` hold the named experiments. Every run writes its
 resolved config beside its outputs, and a checkpoint's JSON holds the same dictionary,
 so a model is rebuilt from its files alone.
@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from cobbnet.errors import InputError
-from cobbnet.losses import LossConfig
-from cobbnet.model import ModelConfig
+from cobbnet.nn.losses import LossConfig
+from cobbnet.nn.model import ModelConfig
 
 
 @dataclass
@@ -31,16 +31,21 @@ class DataConfig:
     split: str = "training"
     folds: int = 15  # k-fold cross-validation on the training split, as in the paper
     fold: int = 0
-    fold_seed: int = 0
+    fold_seed: int = 0  # seed of the k-fold or holdout split
+    # above 0: instead of k-fold, one fixed validation split holding out this share of the
+    # patients (``data.holdout_indices``); every split is grouped by patient
+    holdout: float = 0.0
     synthetic_train: int = 64  # synthetic source: radiographs generated for training
     synthetic_val: int = 16
     synthetic_seed: int = 0
     synthetic_size: list[int] | None = None  # (H, W) of generated radiographs; None: varied
     extra_synthetic: int = 0  # synthetic radiographs added to the training set of a real source
     augment: bool = True
-    # Leave labels that the annotation audit flags (about 27 of 481: L5 drawn at the top of
-    # the image, swapped corners) out of the TRAINING folds; validation keeps every image.
-    skip_faulty_labels: bool = True
+    # Labels that the annotation audit flags (about 27 of 481: L5 drawn at the top of the
+    # image, swapped corners) in the TRAINING set: "repair" puts their vertebrae and corners
+    # in the canonical order (``landmarks.canonical_order``), "skip" leaves them out, "keep"
+    # trains on them as they are. Validation always keeps every image as labelled.
+    faulty_labels: str = "skip"
     num_workers: int = 0
 
 
@@ -63,6 +68,9 @@ class TrainConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     channels_last: bool = False
+    # decay of an exponential moving average of the weights (0: off); with it, validation
+    # and the saved weights use the average
+    ema: float = 0.0
     threads: int | None = None  # torch intra-op threads on CPU; None leaves torch's default
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
@@ -99,10 +107,13 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     for name, cls in _SECTIONS.items():
         values = raw.get(name) or {}
         known = {f.name for f in dataclasses.fields(cls)}
-        bad = set(values) - known
+        bad = set(values) - known - ({"skip_faulty_labels"} if name == "data" else set())
         if bad:
             raise InputError(f"{source}: unknown key(s) {sorted(bad)} in section '{name}'; "
                              f"known: {', '.join(sorted(known))}")
+        if name == "data" and "skip_faulty_labels" in values:  # the key before data.faulty_labels
+            values = {k: v for k, v in values.items() if k != "skip_faulty_labels"}
+            values.setdefault("faulty_labels", "skip" if raw["data"]["skip_faulty_labels"] else "keep")
         for key in ("input_size", "synthetic_size"):
             if isinstance(values.get(key), list):
                 values = {**values, key: tuple(values[key])}

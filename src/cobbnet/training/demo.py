@@ -14,15 +14,15 @@ from typing import Any
 
 from rich.console import Console
 
-from cobbnet.aasce import read_split
-from cobbnet.config import load_config
-from cobbnet.evaluate import evaluate
-from cobbnet.outputs import write_json
-from cobbnet.predict import Predictor
-from cobbnet.report import save_overlay
-from cobbnet.synthetic import write_dataset
+from cobbnet.io.aasce import read_split
+from cobbnet.training.config import load_config
+from cobbnet.infer.evaluate import evaluate
+from cobbnet.io.outputs import write_json
+from cobbnet.infer.predict import Predictor
+from cobbnet.report.overlay import save_overlay
+from cobbnet.io.synthetic import write_dataset
 
-SMOKE = Path(__file__).resolve().parent / "configs" / "smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 N_TRAIN, N_TEST, N_OVERLAYS = 60, 16, 4
 SIZE = (512, 256)  # (H, W) of the generated radiographs
 # The smoke config proves the pipeline; the demo trains longer so that the model learns.
@@ -31,7 +31,7 @@ DEMO_SCHEDULE = ["train.epochs=8", "train.lr=2.0e-3", "train.lr_schedule=cosine"
 
 def run_demo(out: str | os.PathLike, seed: int = 0, console: Console | None = None,
              overrides: list[str] | None = None) -> dict[str, Any]:
-    from cobbnet.train import train
+    from cobbnet.training.train import train
 
     console = console or Console()
     out = Path(out)

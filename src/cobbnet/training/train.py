@@ -9,6 +9,7 @@ Each run's folder (``out_dir/name/fold-K``) holds its resolved ``config.yaml``, 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -20,15 +21,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCh
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import ConcatDataset, DataLoader
 
-from cobbnet import checkpoint
-from cobbnet.aasce import read_split
-from cobbnet.audit import audit_samples
-from cobbnet.config import Config, dump_yaml
-from cobbnet.data import Augment, SpineDataset, kfold_indices, set_dataset_epoch
+from cobbnet.training import checkpoint
+from cobbnet.io.aasce import Sample, read_split
+from cobbnet.spine.audit import audit_samples
+from cobbnet.training.config import Config, dump_yaml
+from cobbnet.training.data import Augment, SpineDataset, set_dataset_epoch, split_indices
 from cobbnet.errors import InputError
-from cobbnet.hardware import lightning_precision
-from cobbnet.lit import LitCobbNet
-from cobbnet.outputs import write_text
+from cobbnet.training.hardware import lightning_precision
+from cobbnet.spine.landmarks import canonical_order
+from cobbnet.training.lit import LitCobbNet
+from cobbnet.io.outputs import write_text
 
 # Lightning 2.6 warns about a checkpoint path nobody passed and about its own deprecated internals
 for _pattern in (r".*\.fit\(ckpt_path=.*", r".*LeafSpec.*", r".*litlogger.*"):
@@ -53,17 +55,36 @@ def build_datasets(cfg: Config) -> tuple[Any, Any]:
     samples = read_split(d.root, d.split)
     if not 0 <= d.fold < d.folds:
         raise InputError(f"data.fold: {d.fold} is not in 0..{d.folds - 1}")
-    train_idx, val_idx = kfold_indices(len(samples), d.folds, d.fold, d.fold_seed)
-    train_samples = [samples[i] for i in train_idx]
-    if d.skip_faulty_labels:
-        faulty = {f.name for f in audit_samples(train_samples) if f.check != "angles-mismatch"}
-        train_samples = [s for s in train_samples if s.name not in faulty]
+    train_idx, val_idx = split_indices([s.name for s in samples], d.folds, d.fold, d.fold_seed, d.holdout)
+    train_samples = treat_faulty_labels([samples[i] for i in train_idx], d.faulty_labels)
     train = SpineDataset.from_aasce(train_samples, size, augment, cfg.train.seed)
     val = SpineDataset.from_aasce([samples[i] for i in val_idx], size, None)
     if d.extra_synthetic:
         extra = SpineDataset.from_synthetic(d.extra_synthetic, d.synthetic_seed, synth_size, size, augment, cfg.train.seed)
         train = ConcatDataset([train, extra])
     return train, val
+
+
+FAULTY_LABELS: tuple[str, ...] = ("repair", "skip", "keep")
+
+
+def treat_faulty_labels(samples: list[Sample], how: str, log: Any = print) -> list[Sample]:
+    """Training samples with the labels the audit flags repaired, left out or kept (``how``).
+
+    A repair re-orders vertebrae and corners canonically (``landmarks.canonical_order``);
+    each repaired or skipped name is listed through ``log``.
+    """
+    if how not in FAULTY_LABELS:
+        raise InputError(f"data.faulty_labels: {how!r} is not one of {', '.join(FAULTY_LABELS)}")
+    if how == "keep":
+        return samples
+    faulty = {f.name for f in audit_samples(samples) if f.check != "angles-mismatch"}
+    if faulty:
+        log(f"{how} {len(faulty)} faulty training label(s): {', '.join(sorted(faulty))}")
+    if how == "skip":
+        return [s for s in samples if s.name not in faulty]
+    return [dataclasses.replace(s, landmarks=canonical_order(s.landmarks)) if s.name in faulty else s
+            for s in samples]
 
 
 class EpochAugmentation(Callback):
@@ -85,11 +106,11 @@ class SafetensorsExport(Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         metrics["epoch"] = trainer.current_epoch
-        checkpoint.save(self.folder / "last", module.model, self.cfg, metrics)
+        checkpoint.save(self.folder / "last", module.eval_model, self.cfg, metrics)
         value = metrics.get(self.monitor, math.inf)
         if value < self.best:
             self.best = value
-            checkpoint.save(self.folder / "best", module.model, self.cfg, metrics)
+            checkpoint.save(self.folder / "best", module.eval_model, self.cfg, metrics)
 
     def state_dict(self) -> dict[str, float]:
         return {"best": self.best}

@@ -1,6 +1,6 @@
 """What a clinician looks at: overlay PNGs, per-image records and the batch CSV.
 
-Evaluation plots are in :mod:`cobbnet.plots`. Overlays keep the image's own resolution; line widths and fonts scale with its height. Text
+Evaluation plots are in :mod:`cobbnet.report.plots`. Overlays keep the image's own resolution; line widths and fonts scale with its height. Text
 goes in a panel appended to the right of the radiograph so that only short level and angle
 tags sit beside the spine. All colours are RGB; ``save_overlay`` converts to OpenCV's BGR.
 """
@@ -19,9 +19,9 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cobbnet.cobb import ANGLE_COLUMNS, CobbResult, direction_vectors
-from cobbnet.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, centers, check
-from cobbnet.outputs import atomic_path, write_text
+from cobbnet.spine.cobb import ANGLE_COLUMNS, CobbResult, direction_vectors
+from cobbnet.spine.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, centers, check
+from cobbnet.io.outputs import atomic_path, write_text
 
 LOW_CONFIDENCE = 0.3  # vertebrae scored below this are drawn dashed in WARNING
 ANGLE_COLOURS = {"pt": (255, 160, 0), "mt": (0, 200, 255), "tl": (255, 60, 220)}

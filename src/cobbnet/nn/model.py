@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cobbnet.backbones import create_backbone
-from cobbnet.decode import top_peaks
-from cobbnet.heads import HEADS, HM_BIAS, patches
-from cobbnet.landmarks import N_VERTEBRAE
+from cobbnet.nn.backbones import create_backbone
+from cobbnet.nn.decode import top_peaks
+from cobbnet.nn.heads import HEADS, HM_BIAS, patches
+from cobbnet.spine.landmarks import N_VERTEBRAE
 
 # Grayscale normalisation, the one place it happens: timm's ImageNet mean and std averaged
 # over RGB, (0.485 + 0.456 + 0.406) / 3 and (0.229 + 0.224 + 0.225) / 3, which matches the
@@ -116,6 +116,8 @@ class CobbNet(nn.Module):
             # float32 whatever the autocast dtype: the decoder's peaks and offsets need it
             y = head(feats).float()
             out[name] = clamped_sigmoid(y) if name in SIGMOID_HEADS else y
+            if self.training and name in SIGMOID_HEADS:  # for losses computed from logits
+                out[f"{name}_logit"] = y
         return out
 
 

@@ -1,4 +1,4 @@
-"""A thin LightningModule around :class:`cobbnet.model.CobbNet`: one shared step for train and val.
+"""A thin LightningModule around :class:`cobbnet.nn.model.CobbNet`: one shared step for train and val.
 
 Validation also decodes the heads and scores the Cobb angles, so a run's log shows the figure
 the paper reports (SMAPE) beside the losses it optimises.
@@ -14,12 +14,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from cobbnet.cobb import cobb_angles_batch
-from cobbnet.config import Config, from_dict
-from cobbnet.decode import decode, to_original
-from cobbnet.losses import compute_losses
-from cobbnet.metrics import landmark_error, smape
-from cobbnet.model import build_model
+from cobbnet.spine.cobb import cobb_angles_batch
+from cobbnet.training.config import Config, from_dict
+from cobbnet.nn.decode import decode, to_original
+from cobbnet.nn.losses import compute_losses
+from cobbnet.spine.metrics import landmark_error, smape
+from cobbnet.nn.model import build_model
 
 
 class LitCobbNet(L.LightningModule):
@@ -31,6 +31,21 @@ class LitCobbNet(L.LightningModule):
         self.model = build_model(self.cfg.model)
         if self.cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = None
+        if self.cfg.train.ema > 0:  # the average of the weights, buffers (batch-norm statistics) included
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.train.ema),
+                                     use_buffers=True)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The network that validation runs and checkpoints save: the EMA when it is on."""
+        return self.model if self.ema is None else self.ema.module
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(x)
@@ -39,7 +54,7 @@ class LitCobbNet(L.LightningModule):
         x = batch["image"]
         if self.cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        outputs = self.model(x)
+        outputs = (self.model if stage == "train" else self.eval_model)(x)
         losses = compute_losses(outputs, batch, self.cfg.loss)
         B = x.shape[0]
         for name, value in losses.items():

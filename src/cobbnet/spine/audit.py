@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from cobbnet.aasce import Sample, read_split
-from cobbnet.cobb import ANGLE_COLUMNS, cobb_angles_batch
-from cobbnet.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, centers
+from cobbnet.io.aasce import Sample, read_split
+from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
+from cobbnet.spine.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, centers
 
 MAX_LISTED = 4  # places named in one finding's detail before "and N more"
 

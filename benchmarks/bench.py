@@ -5,7 +5,7 @@ Two figures per model and mode, at the network input 1024 x 512:
 - network: seconds per batch of random input (batch 1 and a larger batch), and that time
   over the compute floor ``FLOPs / fp32 matmul rate`` of this machine;
 
-Modes named ``peak-*`` run the inference network (:class:`cobbnet.model.PeakNet`, the
+Modes named ``peak-*`` run the inference network (:class:`cobbnet.nn.model.PeakNet`, the
 predictor's: offsets at the heatmap's peaks only, no mask head), the others the training
 network with its four dense heads; ``eager`` (dense, fp32, torch) is the baseline.
 - end to end: seconds per radiograph file through ``Predictor.predict`` (JPEG read, resize,
@@ -38,13 +38,13 @@ import cv2
 import numpy as np
 import torch
 
-from cobbnet import checkpoint
-from cobbnet.config import Config
-from cobbnet.hardware import cpu_flags, cpu_model
-from cobbnet.model import ModelConfig, PeakNet, build_model
-from cobbnet.outputs import write_json, write_text
-from cobbnet.predict import Prediction, Predictor
-from cobbnet.synthetic import JPEG_QUALITY, make_radiograph
+from cobbnet.training import checkpoint
+from cobbnet.training.config import Config
+from cobbnet.training.hardware import cpu_flags, cpu_model
+from cobbnet.nn.model import ModelConfig, PeakNet, build_model
+from cobbnet.io.outputs import write_json, write_text
+from cobbnet.infer.predict import Prediction, Predictor
+from cobbnet.io.synthetic import JPEG_QUALITY, make_radiograph
 
 Engine = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # run_network's contract
 EngineBuilder = Callable[[torch.nn.Module, tuple[int, int]], Engine]
@@ -61,7 +61,7 @@ PACKAGES: tuple[str, ...] = ("torch", "onnxruntime", "timm", "numpy")
 MATMUL_N = 2048
 DRIFT_PX = 1.0  # a fast mode may move landmarks this far from eager fp32, mean original pixels
 DRIFT_DEG = 0.5  # and any Cobb angle this far, degrees
-AASCE = Path(__file__).resolve().parents[3] / "shared" / "boostnet_labeldata"
+AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _freezing(on: bool) -> Any:
 
 
 def onnx_engine(model: torch.nn.Module, input_size: tuple[int, int]) -> Engine:
-    from cobbnet.export import OnnxRunner
+    from cobbnet.training.export import OnnxRunner
 
     return OnnxRunner.from_model(model, input_size).run_network
 
@@ -376,7 +376,7 @@ def run_benchmark(quick: bool = False, models: Sequence[str] | None = None,
     runs = [(name, checkpoint_path if ckpt_cfg and ckpt_cfg.model.backbone == name else None)
             for name in names]
     if checkpoint_path is None and bundled_drift and AASCE.is_dir():
-        from cobbnet.bundle import bundled_checkpoint
+        from cobbnet.infer.bundle import bundled_checkpoint
 
         runs.append((BUNDLED, bundled_checkpoint()))
     with tempfile.TemporaryDirectory(prefix="cobbnet-bench-") as tmp:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cobbnet.heads import STRIDE, gather
-from cobbnet.landmarks import N_CORNERS, N_VERTEBRAE
+from cobbnet.nn.heads import STRIDE, gather
+from cobbnet.spine.landmarks import N_CORNERS, N_VERTEBRAE
 
 Points = TypeVar("Points", np.ndarray, torch.Tensor)
 
@@ -55,7 +55,7 @@ def decode(
     (corners TL, TR, BL, BR, (x, y)) and ``scores (B, k)``, both sorted top to bottom by
     the y of the mean of the four corners.
 
-    Outputs of :class:`cobbnet.model.PeakNet`, which has already picked the peaks, are read
+    Outputs of :class:`cobbnet.nn.model.PeakNet`, which has already picked the peaks, are read
     as they are: ``scores (B, k)``, ``ind (B, k)``, ``reg (B, k, 2)``, ``cnr (B, k, 8)``.
 
     Always ``k`` vertebrae: when the heatmap holds fewer than ``k`` peaks, the rest are

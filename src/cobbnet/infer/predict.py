@@ -5,9 +5,9 @@
     >>> result = pred.predict("spine.dcm")      # or an (H, W) uint8 array
     >>> result.angles, result.cobb.shape, result.as_dict()
 
-The network runs in its inference form (:class:`cobbnet.model.PeakNet`: offsets computed at
+The network runs in its inference form (:class:`cobbnet.nn.model.PeakNet`: offsets computed at
 the heatmap's peaks only, no mask head). The fastest mode that is exact enough is chosen for
-the machine (see :mod:`cobbnet.hardware` and docs/speed.md): bf16 autocast + channels_last on
+the machine (see :mod:`cobbnet.training.hardware` and docs/speed.md): bf16 autocast + channels_last on
 GPUs and on CPUs with native bf16, and ONNX Runtime in fp32 on other CPUs (its graph is
 exported once per checkpoint and cached).
 ``precision="fp32"`` forces full precision; ``engine="torch"`` forces the torch network.
@@ -25,17 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from cobbnet import checkpoint
-from cobbnet.bundle import bundled_checkpoint
-from cobbnet.cobb import CobbResult, cobb_angles
-from cobbnet.config import Config
-from cobbnet.data import prepare_image
-from cobbnet.decode import decode, to_original
+from cobbnet.training import checkpoint
+from cobbnet.infer.bundle import bundled_checkpoint
+from cobbnet.spine.cobb import CobbResult, cobb_angles
+from cobbnet.training.config import Config
+from cobbnet.training.data import prepare_image
+from cobbnet.nn.decode import decode, to_original
 from cobbnet.errors import InputError
-from cobbnet.hardware import AUTOCAST_DTYPES, resolve_device, resolve_engine, resolve_precision
-from cobbnet.images import read_image
-from cobbnet.model import PeakNet
-from cobbnet.report import result_record
+from cobbnet.training.hardware import AUTOCAST_DTYPES, resolve_device, resolve_engine, resolve_precision
+from cobbnet.io.images import read_image
+from cobbnet.nn.model import PeakNet
+from cobbnet.report.overlay import result_record
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Predictor:
         self.input_size: tuple[int, int] = tuple(self.cfg.model.input_size)
         self.onnx = None  # an export.OnnxRunner when the engine is "onnx"
         if self.engine == "onnx":
-            from cobbnet.export import runner_for_checkpoint
+            from cobbnet.training.export import runner_for_checkpoint
 
             self.onnx = runner_for_checkpoint(path, self.model, self.input_size)
         self.network_seconds = 0.0  # time spent in the network, for throughput figures
@@ -153,6 +153,6 @@ class Predictor:
 
 def load_config(checkpoint_path: str | os.PathLike) -> Config:
     """The config a checkpoint was trained with."""
-    from cobbnet.config import from_dict
+    from cobbnet.training.config import from_dict
 
     return from_dict(checkpoint.read_meta(checkpoint_path)["config"], str(checkpoint_path))

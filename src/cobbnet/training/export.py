@@ -2,7 +2,7 @@
 
 ``export_onnx`` writes a float32 ONNX graph: input ``image (B, 1, H, W)`` in [0, 1] (``B``
 dynamic by default, ``H x W`` fixed to the model's input size). By default the graph is the
-inference network :class:`cobbnet.model.PeakNet`, outputs ``hm``, ``scores``, ``ind``,
+inference network :class:`cobbnet.nn.model.PeakNet`, outputs ``hm``, ``scores``, ``ind``,
 ``reg``, ``cnr`` (offsets read at the 17 peaks); ``full=True`` gives the training network's
 dense heads ``hm``, ``reg``, ``cnr``, ``mask``. Either is what ``decode`` reads.
 ``OnnxRunner.run_network`` takes and returns torch tensors exactly like
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cobbnet import checkpoint
+from cobbnet.training import checkpoint
 from cobbnet.errors import InputError
-from cobbnet.heads import HEADS
-from cobbnet.model import PEAK_OUTPUTS, CobbNet, PeakNet
-from cobbnet.outputs import atomic_path
+from cobbnet.nn.heads import HEADS
+from cobbnet.nn.model import PEAK_OUTPUTS, CobbNet, PeakNet
+from cobbnet.io.outputs import atomic_path
 
 INPUT_NAME = "image"
 FULL_OUTPUTS: tuple[str, ...] = tuple(HEADS)  # the training network's dense heads
@@ -83,7 +83,7 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
     ``input_size`` (H, W) defaults to the size the checkpoint was trained at; ``full``
     exports every dense head instead of the inference network.
     """
-    from cobbnet.bundle import bundled_checkpoint
+    from cobbnet.infer.bundle import bundled_checkpoint
 
     path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
     model, cfg = checkpoint.load(path)
@@ -139,7 +139,7 @@ def runner_for_checkpoint(checkpoint_path: str | os.PathLike, model: torch.nn.Mo
 
 
 class OnnxRunner:
-    """ONNX Runtime on the CPU, with ``run_network`` as in :class:`cobbnet.predict.Predictor`.
+    """ONNX Runtime on the CPU, with ``run_network`` as in :class:`cobbnet.infer.predict.Predictor`.
 
     ``source`` is an ``.onnx`` path or the graph's bytes; ``threads`` defaults to torch's
     intra-op thread count, so both engines use the same cores.

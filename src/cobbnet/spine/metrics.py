@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cobbnet.cobb import ANGLE_COLUMNS
-from cobbnet.landmarks import N_CORNERS, N_VERTEBRAE
+from cobbnet.spine.cobb import ANGLE_COLUMNS
+from cobbnet.spine.landmarks import N_CORNERS, N_VERTEBRAE
 
 N_ANGLES = len(ANGLE_COLUMNS)  # 3
 DEFAULT_TOLERANCE_DEG = 5.0

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cobbnet.landmarks import BL, BR, LEVELS, N_VERTEBRAE, TL, TR, centers
+from cobbnet.spine.landmarks import BL, BR, LEVELS, N_VERTEBRAE, TL, TR, centers
 
 ANGLE_COLUMNS: tuple[str, ...] = ("pt", "mt", "tl")
 REGIONS: tuple[str, ...] = ("proximal thoracic", "main thoracic", "thoracolumbar/lumbar")

@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from cobbnet.aasce import Sample, read_split
-from cobbnet.bundle import bundled_checkpoint
-from cobbnet.cobb import ANGLE_COLUMNS, cobb_angles_batch
-from cobbnet.data import kfold_indices
-from cobbnet.landmarks import LEVELS, to_p2
-from cobbnet.metrics import landmark_error_by_level, summarize
-from cobbnet.outputs import write_json, write_text
-from cobbnet.plots import plot_evaluation
-from cobbnet.predict import Predictor, load_config
+from cobbnet.io.aasce import Sample, read_split
+from cobbnet.infer.bundle import bundled_checkpoint
+from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
+from cobbnet.training.data import split_indices
+from cobbnet.spine.landmarks import LEVELS, to_p2
+from cobbnet.spine.metrics import landmark_error_by_level, summarize
+from cobbnet.io.outputs import write_json, write_text
+from cobbnet.report.plots import plot_evaluation
+from cobbnet.infer.predict import Predictor, load_config
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 4,
@@ -87,7 +87,8 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
 def fold_samples(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample]) -> list[Sample]:
     """The validation fold a checkpoint (None: the bundled one) was trained without, from its config."""
     cfg = load_config(checkpoint_path or bundled_checkpoint())
-    _, val_idx = kfold_indices(len(samples), cfg.data.folds, cfg.data.fold, cfg.data.fold_seed)
+    d = cfg.data
+    _, val_idx = split_indices([s.name for s in samples], d.folds, d.fold, d.fold_seed, d.holdout)
     return [samples[i] for i in val_idx]
 
 

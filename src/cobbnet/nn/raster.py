@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cobbnet.targets import POLYGON_ORDER, fill_mask
+from cobbnet.nn.targets import POLYGON_ORDER, fill_mask
 
 _LENGTH_EPS = 1e-6  # map units^2: an edge whose corners meet keeps a finite gradient
 _AREA_EPS = 1e-9  # twice the area (map units^2) below which a quad fills nothing

@@ -5,10 +5,10 @@
     examples/synthetic-spine.jpg + .json   a generated radiograph, its true corners and angles
 
 The AASCE radiographs may not be redistributed, so the example is made by
-:func:`cobbnet.synthetic.synth_sample` from a seed no training set uses.
+:func:`cobbnet.io.synthetic.synth_sample` from a seed no training set uses.
 
-    python -m cobbnet.bundle example                      # rewrite the example
-    python -m cobbnet.bundle model RUN/fold-0/best --evaluation EVAL_DIR [--notes FILE]
+    python -m cobbnet.infer.bundle example                      # rewrite the example
+    python -m cobbnet.infer.bundle model RUN/fold-0/best --evaluation EVAL_DIR [--notes FILE]
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 import torch
 
-from cobbnet import checkpoint
-from cobbnet.cobb import ANGLE_COLUMNS, cobb_angles
+from cobbnet.training import checkpoint
+from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles
 from cobbnet.errors import InputError
-from cobbnet.landmarks import LEVELS
-from cobbnet.outputs import write_bytes, write_json, write_text
+from cobbnet.spine.landmarks import LEVELS
+from cobbnet.io.outputs import write_bytes, write_json, write_text
 
 WEIGHTS = "cobbnet.safetensors"  # inside cobbnet/weights/
 CARD = "MODEL_CARD.md"
@@ -66,7 +66,7 @@ def example_truth() -> dict[str, Any]:
 
 def write_example(folder: str | os.PathLike | None = None) -> Path:
     """Generate the example radiograph and its truth into ``folder`` (default: the package's)."""
-    from cobbnet.synthetic import synth_sample
+    from cobbnet.io.synthetic import synth_sample
 
     folder = Path(folder) if folder else example_path().parent
     _, image, lm = synth_sample(EXAMPLE_INDEX, EXAMPLE_SEED)
@@ -75,7 +75,7 @@ def write_example(folder: str | os.PathLike | None = None) -> Path:
         raise RuntimeError("JPEG encoding failed")
     result = cobb_angles(lm, image.shape[0])
     truth = {
-        "source": f"cobbnet.synthetic.synth_sample(index={EXAMPLE_INDEX}, seed={EXAMPLE_SEED})",
+        "source": f"cobbnet.io.synthetic.synth_sample(index={EXAMPLE_INDEX}, seed={EXAMPLE_SEED})",
         "height": int(image.shape[0]), "width": int(image.shape[1]),
         "levels": list(LEVELS), "landmarks": np.round(lm, 3),
         "angle_columns": list(ANGLE_COLUMNS), "angles": np.round(result.angles, 3),
@@ -125,7 +125,7 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any], size: int, notes
                "hcl": f"heterogeneous consistency loss, {loss['fwt']} FWT, a_csc = {loss['a_csc']}"}[loss["variant"]]
     return f"""# cobbnet bundled model
 
-Made {date.today().isoformat()} by `python -m cobbnet.bundle model`; weights
+Made {date.today().isoformat()} by `python -m cobbnet.infer.bundle model`; weights
 `{WEIGHTS}` ({size / 2**20:.1f} MB, fp16 safetensors), config and metrics in `cobbnet.json`.
 
 ## What it is
@@ -169,7 +169,7 @@ derived from them, so use them for research under the same terms.
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cobbnet.bundle", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cobbnet.infer.bundle", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     ex = sub.add_parser("example", help="rewrite the bundled synthetic radiograph")
     ex.add_argument("--out", type=Path, default=None)

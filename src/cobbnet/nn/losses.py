@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from cobbnet.heads import gather
-from cobbnet.landmarks import N_CORNERS
-from cobbnet.raster import MODES, fill_quads
+from cobbnet.nn.heads import gather
+from cobbnet.spine.landmarks import N_CORNERS
+from cobbnet.nn.raster import MODES, fill_quads
 
 FOCAL_ALPHA = 2  # CenterNet: (1 - p)^alpha down-weights easy cells
 FOCAL_BETA = 4  # CenterNet: (1 - gt)^beta spares the cells near a centre
@@ -50,6 +51,7 @@ class LossConfig:
     fwt: str = "soft"
     tau: float = 0.5
     focal_gamma: float = 2.0
+    focal_logits: bool = False  # the heatmap focal loss from logits (no clamp), not probabilities
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -67,16 +69,24 @@ class LossConfig:
         return {"kpt": None, "seg": 0.0, "hcl": self.a_csc}[self.variant]
 
 
-def focal_loss_centernet(pred_hm: torch.Tensor, gt_hm: torch.Tensor) -> torch.Tensor:
+def focal_loss_centernet(pred_hm: torch.Tensor, gt_hm: torch.Tensor,
+                         logits: torch.Tensor | None = None) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss, summed and divided by the number of centres.
 
     ``pred_hm``, ``gt_hm (B, 1, h, w)``; ``pred_hm`` is a probability kept away from 0 and 1
-    (the model's clamped sigmoid). Positives are the cells where ``gt_hm == 1``.
+    (the model's clamped sigmoid). Positives are the cells where ``gt_hm == 1``. With
+    ``logits`` (the heatmap before the sigmoid) the loss is computed from them instead:
+    ``log p = logsigmoid(x)``, ``log(1 - p) = logsigmoid(-x)``, with no clamp, so a cell whose
+    output has saturated still gets a gradient.
     """
     pos = gt_hm.eq(1).to(pred_hm.dtype)
     neg_weight = (1 - gt_hm).pow(FOCAL_BETA) * (1 - pos)
-    pos_loss = torch.log(pred_hm) * (1 - pred_hm).pow(FOCAL_ALPHA) * pos
-    neg_loss = torch.log(1 - pred_hm) * pred_hm.pow(FOCAL_ALPHA) * neg_weight
+    if logits is None:
+        p, log_p, log_q = pred_hm, torch.log(pred_hm), torch.log(1 - pred_hm)
+    else:
+        p, log_p, log_q = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
+    pos_loss = log_p * (1 - p).pow(FOCAL_ALPHA) * pos
+    neg_loss = log_q * p.pow(FOCAL_ALPHA) * neg_weight
     # with no centre at all, pos_loss is 0 and the sum of neg_loss is CenterNet's value
     return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
 
@@ -147,7 +157,8 @@ def compute_losses(
     """
     ind, valid = targets["ind"], targets["valid"]
     terms = {
-        "hm": focal_loss_centernet(outputs["hm"], targets["hm"]),
+        "hm": focal_loss_centernet(outputs["hm"], targets["hm"],
+                                   outputs.get("hm_logit") if cfg.focal_logits else None),
         "reg": l1_at(outputs["reg"], ind, valid, targets["reg"]),
         "cnr": l1_at(outputs["cnr"], ind, valid, targets["cnr"]),
         "csc": hcl_loss(outputs, targets, cfg),

@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import scipy.io
 
-from cobbnet import outputs
-from cobbnet.cobb import cobb_angles_batch
+from cobbnet.io import outputs
+from cobbnet.spine.cobb import cobb_angles_batch
 from cobbnet.errors import InputError
-from cobbnet.landmarks import BL, BR, N_VERTEBRAE, TL, TR, centers, check, to_csv_row, to_p2
+from cobbnet.spine.landmarks import BL, BR, N_VERTEBRAE, TL, TR, centers, check, to_csv_row, to_p2
 
 __all__ = ["KINDS", "make_radiograph", "random_size", "random_spine", "render", "synth_sample",
            "synth_samples", "write_dataset"]
@@ -40,7 +40,7 @@ MARGIN_SHARE = 0.02  # every corner stays this share of the width inside the ima
 JPEG_QUALITY = 90
 NAME_FORMAT = "synth-{:04d} A AP.jpg"  # spaces and mixed case, as the AASCE names have
 # savemat stamps the creation time into the header; a fixed text keeps the bytes reproducible.
-MAT_HEADER = b"MATLAB 5.0 MAT-file, written by cobbnet.synthetic"
+MAT_HEADER = b"MATLAB 5.0 MAT-file, written by cobbnet.io.synthetic"
 
 
 # --- the curve: knots (u, theta in degrees) of the tangent angle along the spine -------------

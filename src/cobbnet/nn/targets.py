@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cobbnet import landmarks as lmk
-from cobbnet.heads import HEADS, STRIDE
+from cobbnet.spine import landmarks as lmk
+from cobbnet.nn.heads import HEADS, STRIDE
 
 INPUT_SIZE: tuple[int, int] = (1024, 512)  # network input (H, W) in pixels
 MIN_OVERLAP = 0.7  # CenterNet's IoU a box built from points within the radius keeps

@@ -17,15 +17,16 @@ Every problem is an ``InputError`` naming the file (and the CSV line) at fault.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
-from cobbnet import landmarks
+from cobbnet.spine import landmarks
 from cobbnet.errors import InputError
-from cobbnet.images import _one_line, image_size
+from cobbnet.io.images import _one_line, image_size
 
 FILENAMES_CSV = "filenames.csv"
 LANDMARKS_CSV = "landmarks.csv"
@@ -33,6 +34,9 @@ ANGLES_CSV = "angles.csv"
 MAT_VARIABLE = "p2"
 N_ANGLES = 3
 LANDMARK_COLUMNS = 2 * landmarks.N_POINTS  # 136
+# "sunhl-1th-02-Jan-2017-162 A AP.jpg": the number before the view letter names the patient
+# (its letters A, B, C... run on across scan dates: 165 A on 03-Jan, 165 B and C on 04-Jan)
+_PATIENT = re.compile(r"-(\d+)\s*[A-Za-z]+\s*AP\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
@@ -45,6 +49,19 @@ class Sample:
     angles: np.ndarray | None = field(repr=False)  # (3,) degrees in the challenge's column order, or None
     width: int
     height: int
+
+
+def patient_key(name: str) -> str:
+    """The patient a radiograph of the AASCE data belongs to: every split groups by this.
+
+    ``"sunhl-1th-02-Jan-2017-162 A AP.jpg"`` and ``"...-162 B AP.jpg"`` both give ``"162"``.
+    A name without that pattern (the 17 ``...-coronalN.jpg`` files) is its own patient: the
+    name without its extension. By number alone, the 481 training radiographs come from 237
+    patients (the 248 sometimes quoted counts date and number, which splits patients such as
+    165 whose views were taken on two days).
+    """
+    m = _PATIENT.search(name)
+    return m.group(1) if m else Path(name).stem
 
 
 def read_labels_mat(path: str | os.PathLike) -> np.ndarray:

@@ -16,10 +16,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cobbnet.config import Config, from_dict
+from cobbnet.training.config import Config, from_dict
 from cobbnet.errors import InputError
-from cobbnet.model import CobbNet, build_model
-from cobbnet.outputs import atomic_path, write_json
+from cobbnet.nn.model import CobbNet, build_model
+from cobbnet.io.outputs import atomic_path, write_json
 
 FORMAT = "cobbnet-checkpoint"
 VERSION = 1

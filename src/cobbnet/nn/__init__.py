@@ -1,0 +1,1 @@
+"""The network (torch): backbones, heads, targets, losses, the FWT fill and the torch decoder."""

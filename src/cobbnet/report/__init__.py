@@ -1,0 +1,1 @@
+"""What a reader sees: the overlay, evaluation plots. No torch."""
