@@ -5,7 +5,7 @@ predictor's graph (PeakNet, fp32), calibrated on synthetic radiographs, in three
 recipes (convolutions only, per-channel weights). Each is timed against the fp32 graph it came from, round-robin in one process,
 and its predictions are compared with the fp32 graph's on other radiographs: mean corner
 distance (original pixels) and largest Cobb-angle change, the fast path's tolerances
-(``cobbnet.bench.DRIFT_PX``, ``DRIFT_DEG``). AASCE radiographs are added when
+(``bench.DRIFT_PX``, ``DRIFT_DEG``). AASCE radiographs are added when
 ``../shared/boostnet_labeldata`` is present.
 
     python benchmarks/quantize.py                      # the bundled model
@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import logging
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -27,9 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from cobbnet.training import checkpoint
-from cobbnet.bench import (
+from bench import (
     AASCE,
     DRIFT_DEG,
     DRIFT_PX,
@@ -38,13 +37,15 @@ from cobbnet.bench import (
     predictor_with,
     round_robin,
 )
+
 from cobbnet.infer.bundle import bundled_checkpoint
-from cobbnet.training.data import prepare_image
-from cobbnet.training.export import OnnxRunner, export_model
 from cobbnet.io.images import read_image
-from cobbnet.nn.model import PeakNet
 from cobbnet.io.outputs import write_json
 from cobbnet.io.synthetic import make_radiograph
+from cobbnet.nn.model import PeakNet
+from cobbnet.training import checkpoint
+from cobbnet.training.data import prepare_image
+from cobbnet.training.export import OnnxRunner, export_model
 
 OUT = Path(__file__).resolve().parent / "results" / "int8.json"
 CALIBRATION_SEED = 11  # calibration and test radiographs never overlap
@@ -72,6 +73,17 @@ def synthetic_images(n: int, seed: int) -> list[np.ndarray]:
     return [make_radiograph(np.random.default_rng([seed, i]))[0] for i in range(n)]
 
 
+@contextlib.contextmanager
+def _working_dir(path: Path):
+    """``contextlib.chdir`` (Python 3.11) for 3.10 too."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def quantize(fp32: Path, out: Path, calibration: list[np.ndarray], size: tuple[int, int],
              recipe: dict[str, Any]) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
@@ -85,14 +97,16 @@ def quantize(fp32: Path, out: Path, calibration: list[np.ndarray], size: tuple[i
             x = next(self.batches, None)
             return None if x is None else {"image": x}
 
-    pre = out.with_name("pre.onnx")
+    pre = out.with_name("pre.onnx")  # out is in the caller's temporary folder
     # the quantiser prints tensor protos, and warns on the root logger about every integer
     # tensor (shapes, peak indices), which are not meant to be quantised
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        # ONNX Runtime's symbolic shape inference saves its partial model and weights in the
+        # working directory when it fails: make that the temporary folder too
+        with contextlib.redirect_stdout(io.StringIO()), _working_dir(out.parent):
             if not pre.exists():  # symbolic shape inference cannot follow the peak selection's TopK
                 quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
             quantize_static(str(pre), str(out), Reader(), **recipe)

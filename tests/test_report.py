@@ -1,26 +1,28 @@
-"""Overlays, per-image records, batch CSV and evaluation plots."""
+"""Overlays and the batch CSV (the result JSON: test_result_schema.py)."""
 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles, cobb_angles_batch
-from cobbnet.spine.landmarks import LEVELS
 from cobbnet.report.overlay import (
-    ANGLE_COLOURS,
+    BATCH_CSV_COLUMNS,
+    OUTLINE_COLOURS,
+    REGION_COLOURS,
     WARNING,
-    angles_csv,
+    _panel_lines,
+    draw_curves,
     draw_overlay,
-    result_record,
     save_overlay,
     write_batch_csv,
 )
+from cobbnet.report.result import result_record
+from cobbnet.spine.cobb import cobb_angles
 
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,14 +67,44 @@ def test_overlay_is_rgb_same_height_and_wider(spine):
     assert out.shape[1] > image.shape[1]  # the text panel is appended
 
 
-def test_overlay_draws_outlines_and_every_angle_colour(spine):
+def test_overlay_draws_outlines_and_every_curve_in_its_region_colour(spine):
     image, lm, result = spine
+    assert result.curves
     out = draw_overlay(image, lm, result)
     assert (np.ptp(image.astype(int)) > 0)  # the input is a real gray image
     coloured = (out.max(axis=-1).astype(int) - out.min(axis=-1)) > 60  # gray input has none
     assert coloured.sum() > 500
-    for col in ANGLE_COLUMNS:
-        assert _near(out, ANGLE_COLOURS[col]) > 20, col
+    drawn = {c.region for c in result.curves}
+    for region, colour in REGION_COLOURS.items():
+        if region in drawn:
+            assert _near(out, colour, tol=20) > 20, region
+        else:  # a region with no curve has no colour on the overlay
+            assert _near(out, colour, tol=20) < 5, region
+
+
+def _swatches(rows) -> set:
+    return {c for _, _, _, pattern in rows if pattern for c in pattern if c is not None}
+
+
+def test_legend_shows_exactly_the_colours_drawn(spine):
+    image, lm, result = spine
+    scores = np.full(17, 0.9)
+    rows = _panel_lines(result, scores, "t")
+    regions = {REGION_COLOURS[c.region] for c in result.curves}
+    assert _swatches(rows) == regions | set(OUTLINE_COLOURS)  # no low-confidence vertebra
+    scores[3] = 0.1
+    assert _swatches(_panel_lines(result, scores, "t")) == regions | set(OUTLINE_COLOURS) | {WARNING}
+    drawn = draw_curves(image, lm, result.curves, scores)  # the radiograph without the panel
+    for colour in _swatches(_panel_lines(result, scores, "t")):  # each swatch's colour is drawn
+        assert _near(drawn, colour, tol=20) > 5, colour
+
+
+def test_overlay_tags_name_regions_not_challenge_columns(spine):
+    image, lm, result = spine
+    texts = [text for text, *_ in _panel_lines(result, np.full(17, 0.9), "case")]
+    for curve in result.curves:
+        assert any(t.startswith(f"{curve.region.capitalize()} {curve.angle:.1f}°") for t in texts)
+    assert not any(t.split(" ")[0] in ("PT", "MT", "TL") for t in texts)
 
 
 def test_overlay_marks_low_confidence_vertebrae(spine):
@@ -115,71 +147,44 @@ def test_save_overlay_writes_png_in_rgb_order(spine, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["case.png"]  # no temporary left
 
 
-def test_result_record_is_json_with_level_named_landmarks(spine):
-    image, lm, result = spine
-    scores = np.linspace(0.2, 0.95, 17)
-    rec = result_record("a.jpg", lm, result, scores, (image.shape[1], image.shape[0]))
-    back = json.loads(json.dumps(rec))
-    assert {"name", "width", "height", "landmarks", "angles", "angle_vertebrae", "shape",
-            "curves", "confidence", "mean_confidence"} <= set(back)
-    assert (back["width"], back["height"]) == (256, 512)
-    assert list(back["landmarks"]) == list(LEVELS)
-    assert set(back["landmarks"]["T1"]) == {"top_left", "top_right", "bottom_left", "bottom_right"}
-    np.testing.assert_allclose(back["landmarks"]["L5"]["bottom_right"], lm[16, 3], atol=1e-3)
-    np.testing.assert_allclose(back["landmarks"]["T7"]["top_right"], lm[6, 1], atol=1e-3)
-    assert list(back["angles"]) == list(ANGLE_COLUMNS)
-    np.testing.assert_allclose([back["angles"][c] for c in ANGLE_COLUMNS], result.angles, atol=1e-4)
-    assert back["shape"] in ("C", "S")
-    assert back["confidence"]["T1"] == pytest.approx(0.2)
-    assert back["mean_confidence"] == pytest.approx(scores.mean(), abs=1e-4)
-
-
-def test_result_record_without_scores(spine):
-    image, lm, result = spine
-    rec = result_record("a.jpg", lm, result, None, (256, 512))
-    json.dumps(rec)
-    assert rec["confidence"] is None and rec["mean_confidence"] is None
-
-
-def _records(n: int = 3):
+def _records(n: int = 3) -> tuple[list[dict], list]:
     rng = np.random.default_rng(11)
-    recs, results, scores = [], [], []
+    recs, results = [], []
     for i in range(n):
         image, lm = make_spine(rng)
         res = cobb_angles(lm, 512)
-        sc = rng.uniform(0, 1, 17)
-        recs.append(result_record(f"img {i},x.png", lm, res, sc if i else None, (256, 512)))
+        pred = SimpleNamespace(name=f"img {i},x.png", landmarks=lm, scores=rng.uniform(0, 1, 17),
+                               cobb=res, image_size=(256, 512), warnings=["w1", "w2"] if i == 1 else [])
+        recs.append(result_record(pred))
         results.append(res)
-        scores.append(sc)
-    return recs, results, scores
+    rejected = SimpleNamespace(name="blank.png", landmarks=None, scores=None, cobb=None,
+                               image_size=(256, 512), status="rejected", reason="no spine found")
+    recs.append(result_record(rejected))
+    return recs, results
 
 
-def test_batch_csv_header_and_values_round_trip(tmp_path):
-    recs, results, scores = _records()
+def test_batch_csv_header_and_values(tmp_path):
+    recs, results = _records()
     path = write_batch_csv(tmp_path / "results.csv", recs)
-    text = path.read_text()
-    assert text.splitlines()[0] == (
-        "filename,pt,mt,tl,shape,pt_upper,pt_lower,mt_upper,mt_lower,tl_upper,tl_lower,mean_confidence")
+    assert path.read_text().splitlines()[0] == ",".join(BATCH_CSV_COLUMNS) == (
+        "input,status,proximal_thoracic_deg,proximal_thoracic_levels,main_thoracic_deg,"
+        "main_thoracic_levels,thoracolumbar_lumbar_deg,thoracolumbar_lumbar_levels,major_region,"
+        "challenge_angle_1_deg,challenge_angle_2_deg,challenge_angle_3_deg,warnings")
     rows = list(csv.DictReader(path.open(newline="")))
-    assert len(rows) == 3
-    for i, (row, res) in enumerate(zip(rows, results, strict=True)):
-        assert row["filename"] == f"img {i},x.png"  # a comma in a name survives quoting
-        for k, col in enumerate(ANGLE_COLUMNS):
-            assert float(row[col]) == pytest.approx(res.angles[k], abs=1e-4)
-            assert (row[f"{col}_upper"], row[f"{col}_lower"]) == res.pair_levels[k]
-        assert row["shape"] == res.shape
-    assert rows[0]["mean_confidence"] == ""
-    assert float(rows[1]["mean_confidence"]) == pytest.approx(scores[1].mean(), abs=1e-4)
-
-
-def test_angles_csv_matches_batch_csv_columns(tmp_path):
-    recs, results, _ = _records()
-    lms = np.stack([r.landmarks for r in results])
-    angles, pairs, is_s = cobb_angles_batch(lms, np.full(len(lms), 512.0))
-    text = angles_csv([r["name"] for r in recs], angles, pairs, is_s)
-    batch = write_batch_csv(tmp_path / "b.csv", recs).read_text()
-    strip = [line.rsplit(",", 1)[0] for line in batch.splitlines()]  # drop mean_confidence
-    assert text.splitlines() == strip
+    assert len(rows) == 4
+    for i, (row, res) in enumerate(zip(rows, results, strict=False)):
+        assert row["input"] == f"img {i},x.png" and row["status"] == "ok"  # a comma survives quoting
+        for k in range(3):
+            assert float(row[f"challenge_angle_{k + 1}_deg"]) == pytest.approx(res.angles[k], abs=0.05)
+        major = max(res.curves, key=lambda c: c.angle)
+        assert row["major_region"] == major.region
+        key = major.region.replace("/", "_").replace(" ", "_")
+        assert float(row[f"{key}_deg"].split(";")[0]) == pytest.approx(major.angle, abs=0.05)
+        assert major.levels[0] in row[f"{key}_levels"]
+    assert rows[1]["warnings"] == "w1; w2"
+    rejected = rows[3]
+    assert rejected["status"] == "rejected"
+    assert all(rejected[c] == "" for c in BATCH_CSV_COLUMNS if c.endswith(("_deg", "_levels")))
 
 
 @pytest.mark.skipif(not AASCE.exists(), reason="AASCE boostnet_labeldata not available")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -25,8 +26,22 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+# what the training extra (pip install 'cobbnet[train]') brings, by import name
+TRAIN_MODULES = ("torch", "torchvision", "timm", "lightning", "albumentations", "safetensors",
+                 "onnx", "yaml")
+
+
+def _train_extra_missing(command: str) -> typer.Exit:
+    err_console.print(f"cobbnet {command} needs the training extra: pip install 'cobbnet[train]'",
+                      highlight=False, soft_wrap=True, markup=False)
+    return typer.Exit(2)
+
+
 def user_errors(fn):
-    """Bad input: one line naming the file and the problem, exit status 2, no traceback."""
+    """Bad input: one line naming the file and the problem, exit status 2, no traceback.
+
+    So is a command that needs the training extra on the light install.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -35,9 +50,25 @@ def user_errors(fn):
         except InputError as err:
             err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] not in TRAIN_MODULES:
+                raise
+            raise _train_extra_missing(fn.__name__) from None
         except KeyboardInterrupt as err:
             err_console.print(f"interrupted{': ' + str(err) if str(err) else ''}", highlight=False)
             raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def needs_train_extra(fn):
+    """Stop with one line, before any work, when the training extra is not installed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if any(importlib.util.find_spec(m) is None for m in TRAIN_MODULES):
+            raise _train_extra_missing(fn.__name__)
+        return fn(*args, **kwargs)
 
     return wrapper
 
@@ -97,8 +128,8 @@ def angles(
 ) -> None:
     """Cobb angles from landmark labels by the AASCE challenge's rules."""
     from cobbnet.io import aasce
-    from cobbnet.spine.cobb import cobb_angles_batch
     from cobbnet.report.overlay import angles_csv
+    from cobbnet.spine.cobb import cobb_angles_batch
 
     if source.suffix == ".mat":
         if height is None:
@@ -150,6 +181,7 @@ def audit(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 @user_errors
+@needs_train_extra
 def train(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="Experiment YAML (configs/paper.yaml, cpu.yaml, ...).")] = None,
@@ -234,11 +266,12 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
     overlay: Annotated[bool, typer.Option(help="Write an overlay PNG per image.")] = True,
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPUs without native bf16), torch or onnx.")] = "auto",
+    report: Annotated[bool, typer.Option("--report", help="Also write a one-page PDF report per image.")] = False,
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph."""
+    from cobbnet.infer.predict import Predictor
     from cobbnet.io.images import find_images
     from cobbnet.io.outputs import write_json
-    from cobbnet.infer.predict import Predictor
     from cobbnet.report.overlay import save_overlay, write_batch_csv
 
     files = find_images(paths)
@@ -258,18 +291,22 @@ def predict(
             write_json(out / f"{stem}.json", record)
             if overlay:
                 save_overlay(out / f"{stem}.png", result.image, result.landmarks, result.cobb, result.scores, title=result.name)
+            if report:
+                from cobbnet.report.pdf import write_report
+
+                write_report(record, result.image, out / f"{stem}.pdf")
             records.append(record)
             bar.advance(task, 1)
         bar.advance(task, len(errors))
     if records:
         write_batch_csv(out / "results.csv", records)
     table = Table(title=f"{len(records)} radiographs")
-    for col in ("file", "PT", "MT", "TL", "shape", "curves"):
+    for col in ("file", "status", "curves (major first)"):
         table.add_column(col)
     for r in records:
-        a = r["angles"]
-        curves = "; ".join(f"{c['region']} {c['upper_end']}-{c['lower_end']} apex {c['apex']}" for c in r["curves"])
-        table.add_row(r["name"], f"{a['pt']:.1f}", f"{a['mt']:.1f}", f"{a['tl']:.1f}", r["shape"], curves)
+        curves = "; ".join(f"{c['region']} {c['cobb_angle']:.1f}° {c['upper_end_vertebra']}-{c['lower_end_vertebra']}"
+                           f" apex {c['apex']}" for c in sorted(r["curves"], key=lambda c: not c["major"]))
+        table.add_row(r["input"]["path"], r["status"], curves or "none measured")
     console.print(table)
     console.print(f"results in {out}")
     for _path, message in errors:
@@ -280,6 +317,7 @@ def predict(
 
 @app.command()
 @user_errors
+@needs_train_extra
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's data, model, report and overlays.")] = Path("cobbnet-demo"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -295,6 +333,7 @@ def demo(
 
 @app.command()
 @user_errors
+@needs_train_extra
 def export(
     onnx: Annotated[Path, typer.Option(help="ONNX file to write.")],
     checkpoint: Annotated[Path | None, typer.Option(help="Weights (.safetensors); default: the bundled model.")] = None,

@@ -1,8 +1,11 @@
-"""What a clinician looks at: overlay PNGs, per-image records and the batch CSV.
+"""What a clinician looks at: overlay PNGs and the batch CSV.
 
-Evaluation plots are in :mod:`cobbnet.report.plots`. Overlays keep the image's own resolution; line widths and fonts scale with its height. Text
-goes in a panel appended to the right of the radiograph so that only short level and angle
-tags sit beside the spine. All colours are RGB; ``save_overlay`` converts to OpenCV's BGR.
+Evaluation plots are in :mod:`cobbnet.report.plots`, the result JSON in
+:mod:`cobbnet.report.result`. Overlays keep the image's own resolution; line widths and fonts
+scale with its height. Each curve is drawn in its region's colour (proximal thoracic, main
+thoracic, thoracolumbar/lumbar) with a bracket over its end vertebrae and a tag naming its
+region; text goes in a panel appended to the right of the radiograph, whose legend shows
+exactly the colours drawn. All colours are RGB; ``save_overlay`` converts to OpenCV's BGR.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cobbnet.spine.cobb import ANGLE_COLUMNS, CobbResult, direction_vectors
-from cobbnet.spine.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, centers, check
 from cobbnet.io.outputs import atomic_path, write_text
+from cobbnet.report.result import result_record  # noqa: F401  (the record's old home)
+from cobbnet.spine.cobb import ANGLE_COLUMNS, REGIONS, CobbResult, Curve, direction_vectors
+from cobbnet.spine.landmarks import BL, BR, LEVELS, TL, TR, centers, check
 
 LOW_CONFIDENCE = 0.3  # vertebrae scored below this are drawn dashed in WARNING
-ANGLE_COLOURS = {"pt": (255, 160, 0), "mt": (0, 200, 255), "tl": (255, 60, 220)}
+REGION_COLOURS: dict[str, tuple[int, int, int]] = dict(zip(
+    REGIONS, ((255, 160, 0), (0, 200, 255), (255, 60, 220)), strict=True))
+# evaluation plots colour the challenge's three columns; they are not regions
+ANGLE_COLOURS = dict(zip(ANGLE_COLUMNS, REGION_COLOURS.values(), strict=True))
 OUTLINE_COLOURS = ((40, 230, 40), (210, 255, 60))  # alternate so touching vertebrae stay apart
 WARNING = (255, 40, 40)
 PANEL_BG, TEXT, DIM = (22, 22, 26), (240, 240, 240), (170, 170, 170)
@@ -107,16 +114,27 @@ def _draw_spine(img: np.ndarray, lm: np.ndarray, low: np.ndarray, s: dict) -> No
             _pattern_line(img, quad[k], quad[(k + 1) % 4], pattern, s["outline"], s["dash"] / 2)
 
 
-def _cobb_segments(lm: np.ndarray, result: CobbResult, s: dict) -> list:
+def curve_label(curve: Curve) -> str:
+    """The curve's tag: its region and angle, e.g. ``Main thoracic 72.9°``."""
+    return f"{curve.region.capitalize()} {curve.angle:.1f}°"
+
+
+def _convexity(curve: Curve) -> str:
+    """Convexity on the image and, by the AP display convention, on the patient."""
+    side = curve.convex_to.removeprefix("image ")
+    return f"convex to image {side} (patient {'left' if side == 'right' else 'right'})"
+
+
+def _cobb_segments(lm: np.ndarray, curves: Sequence[Curve], s: dict) -> list:
     """(start, end, colours) of each end vertebra's direction line through its centre.
 
-    A vertebra shared by several angles gets one line striped in all their colours. Lines
+    A vertebra that ends several curves gets one line striped in all their colours. Lines
     stop just left of the vertebra (where its level tag sits) and run on to the brackets.
     """
     users: dict[int, list[Rgb]] = {}
-    for col, pair in zip(ANGLE_COLUMNS, result.pairs, strict=True):
-        for v in dict.fromkeys(int(i) for i in pair):  # a (v, v) pair draws one line
-            users.setdefault(v, []).append(ANGLE_COLOURS[col])
+    for curve in curves:
+        for v in (curve.upper, curve.lower):
+            users.setdefault(v, []).append(REGION_COLOURS[curve.region])
     d, c, w = direction_vectors(lm), centers(lm), s["width"]
     segments = []
     for v, colours in users.items():
@@ -126,23 +144,23 @@ def _cobb_segments(lm: np.ndarray, result: CobbResult, s: dict) -> list:
     return segments
 
 
-def _layout(lm: np.ndarray, result: CobbResult, height: int, s: dict) -> dict:
-    """Where the level tags (left of the spine), brackets and angle tags (right of it) go.
+def _layout(lm: np.ndarray, curves: Sequence[Curve], height: int, s: dict) -> dict:
+    """Where the level tags (left of the spine), brackets and curve tags (right of it) go.
 
     ``lo``/``hi`` are the x extent everything needs, so the caller can widen the canvas.
     """
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     level_font, font = _font(s["level_font"], bold=True), _font(s["font"], bold=True)
     c, gap = centers(lm), 0.3 * s["width"]
-    segments = _cobb_segments(lm, result, s)
+    segments = _cobb_segments(lm, curves, s)
     level_x = lm[..., 0].min(axis=1) - gap  # right end of each level tag
     level_w = np.array([probe.textlength(name, font=level_font) for name in LEVELS])
     right = max([lm[..., 0].max()] + [max(a[0], b[0]) for a, b, _ in segments])
     step = 3 * s["cobb"]
-    bracket_x = right + gap + step * np.arange(len(ANGLE_COLUMNS))
+    bracket_x = right + gap + step * np.arange(max(1, len(curves)))
     tag_x = bracket_x[-1] + gap
-    tags = [f"{col.upper()} {angle:.1f}°" for col, angle in zip(ANGLE_COLUMNS, result.angles, strict=True)]
-    mids = np.array([(c[a, 1] + c[b, 1]) / 2 for a, b in result.pairs])
+    tags = [curve_label(curve) for curve in curves]
+    mids = np.array([(c[cv.upper, 1] + c[cv.lower, 1]) / 2 for cv in curves])
     lf, f = s["level_font"], s["font"]
     return {
         "segments": segments, "level_x": level_x, "level_font": level_font, "font": font,
@@ -150,7 +168,7 @@ def _layout(lm: np.ndarray, result: CobbResult, height: int, s: dict) -> dict:
         "bracket_x": bracket_x, "step": step, "tag_x": tag_x, "tags": tags, "mids": mids,
         "tag_y": _spread(mids, f * 1.3, f, height - f),
         "lo": float((level_x - level_w).min() - 2 * s["outline"]),
-        "hi": float(tag_x + max(probe.textlength(t, font=font) for t in tags) + f / 2),
+        "hi": float(tag_x + max([probe.textlength(t, font=font) for t in tags], default=0) + f / 2),
     }
 
 
@@ -159,18 +177,18 @@ def _draw_cobb_lines(img: np.ndarray, layout: dict, s: dict) -> None:
         _pattern_line(img, a, b, colours, s["cobb"], s["dash"])
 
 
-def _annotate(img: np.ndarray, lm: np.ndarray, result: CobbResult, low: np.ndarray,
+def _annotate(img: np.ndarray, lm: np.ndarray, curves: Sequence[Curve], low: np.ndarray,
               layout: dict, s: dict) -> np.ndarray:
-    """Level tags, a bracket per angle over its vertebrae, and the angle tags."""
+    """Level tags, a bracket per curve over its end vertebrae, and the curve tags."""
     c = centers(lm)
     pil = Image.fromarray(img)
     draw = ImageDraw.Draw(pil)
     for i, (x, y) in enumerate(zip(layout["level_x"], layout["level_y"], strict=True)):
         _text(draw, (x, y), LEVELS[i], layout["level_font"], WARNING if low[i] else TEXT, "rm")
     step, tag_x = layout["step"], layout["tag_x"]
-    for k, (col, (a, b)) in enumerate(zip(ANGLE_COLUMNS, result.pairs, strict=True)):
-        colour, bx = ANGLE_COLOURS[col], layout["bracket_x"][k]
-        ya, yb, ym, yt = c[a, 1], c[b, 1], layout["mids"][k], layout["tag_y"][k]
+    for k, curve in enumerate(curves):
+        colour, bx = REGION_COLOURS[curve.region], layout["bracket_x"][k]
+        ya, yb, ym, yt = c[curve.upper, 1], c[curve.lower, 1], layout["mids"][k], layout["tag_y"][k]
         draw.line([(bx - step, ya), (bx, ya), (bx, yb), (bx - step, yb)], fill=colour,
                   width=s["cobb"], joint="curve")
         draw.line([(bx, ym), (tag_x, yt)], fill=colour, width=max(1, s["cobb"] // 2))
@@ -179,29 +197,41 @@ def _annotate(img: np.ndarray, lm: np.ndarray, result: CobbResult, low: np.ndarr
 
 
 def _panel_lines(result: CobbResult, scores: np.ndarray | None, title: str | None) -> list:
-    """(text, colour, bold, swatch) rows of the side panel; swatch is a line pattern or None."""
+    """(text, colour, bold, swatch) rows of the side panel; swatch is a line pattern or None.
+
+    Every colour drawn on the radiograph has a row here with its swatch, and no other:
+    each curve's, the two alternating outline colours, and the low-confidence dashes.
+    """
     rows: list = [(title, TEXT, True, None)] if title else []
-    rows.append(("Cobb angles (challenge order)", TEXT, True, None))
-    for col, (up, lo), angle in zip(ANGLE_COLUMNS, result.pair_levels, result.angles, strict=True):
-        rows.append((f"{col.upper()} {angle:.1f}° ({up}–{lo})", ANGLE_COLOURS[col], True, None))
+    curves = result.curves
+    rows.append(("Curves by region", TEXT, True, None))
+    major = max(curves, key=lambda cv: cv.angle) if curves else None
+    for curve in curves:
+        up, lo, apex = curve.levels
+        text = curve_label(curve) + (" (major)" if curve is major else "")
+        rows.append((text, REGION_COLOURS[curve.region], True, [REGION_COLOURS[curve.region]]))
+        rows.append((f"   {up}–{lo}, apex {apex}, {_convexity(curve)}", DIM, False, None))
+    if not curves:
+        rows.append(("no curve measured", DIM, False, None))
     rows.append((f"{result.shape}-shaped spine", TEXT, False, None))
     rows.append(("", TEXT, False, None))
-    rows.append(("Curves by region", TEXT, True, None))
-    for curve in result.curves or []:
-        up, lo, apex = curve.levels
-        rows.append((f"{curve.region.capitalize()} {curve.angle:.1f}°", TEXT, False, None))
-        rows.append((f"   {up}–{lo}, apex {apex}, convex to {curve.convex_to}", DIM, False, None))
-    if not result.curves:
-        rows.append(("none measured", DIM, False, None))
+    rows.append(("AASCE 2019 challenge angles", TEXT, True, None))
+    for k, ((up, lo), angle) in enumerate(zip(result.pair_levels, result.angles, strict=True)):
+        rows.append((f"   angle {k + 1}: {angle:.1f}° ({up}–{lo})", DIM, False, None))
     rows.append(("", TEXT, False, None))
+    low_any = False
     if scores is not None:
         rows.append((f"Mean confidence {float(np.mean(scores)):.2f}", TEXT, False, None))
         low = [LEVELS[i] for i in np.flatnonzero(scores < LOW_CONFIDENCE)]
         if low:
+            low_any = True
             rows.append((f"Low confidence: {', '.join(low)}", WARNING, False, None))
-    rows.append(("vertebra outline", TEXT, False, [OUTLINE_COLOURS[0]]))
-    rows.append((f"confidence < {LOW_CONFIDENCE}", TEXT, False, [WARNING, None]))
-    rows.append(("end-vertebra direction", TEXT, False, list(ANGLE_COLOURS.values())))
+    rows.append(("vertebra outline", TEXT, False, list(OUTLINE_COLOURS)))
+    if low_any:
+        rows.append((f"confidence < {LOW_CONFIDENCE}", TEXT, False, [WARNING, None]))
+    if curves:
+        rows.append(("end vertebrae, in their curve's colour", TEXT, False,
+                     list(dict.fromkeys(REGION_COLOURS[cv.region] for cv in curves))))
     return rows
 
 
@@ -228,19 +258,18 @@ def _panel(height: int, rows: list, font_size: int) -> np.ndarray:
     return np.asarray(pil)
 
 
-def draw_overlay(image: np.ndarray, landmarks: np.ndarray, result: CobbResult,
-                 scores: np.ndarray | None = None, title: str | None = None) -> np.ndarray:
-    """Vertebrae, end-vertebra lines, angles and a text panel over a radiograph.
+def draw_curves(image: np.ndarray, landmarks: np.ndarray, curves: Sequence[Curve],
+                scores: np.ndarray | None = None) -> np.ndarray:
+    """Vertebrae and each curve in its region's colour with its tag, without the text panel.
 
     Args:
         image: ``(H, W)`` uint8 grayscale (or ``(H, W, 3)`` RGB).
         landmarks: ``(17, 4, 2)`` corners in pixels of ``image``.
-        result: the Cobb angles of ``landmarks``.
+        curves: the curves to draw (``CobbResult.curves``).
         scores: ``(17,)`` per-vertebra confidence; below ``LOW_CONFIDENCE`` is drawn dashed red.
-        title: first line of the panel, e.g. the file name.
 
     Returns:
-        ``(H, W', 3)`` uint8 RGB: the image, widened where tags need room, then the panel.
+        ``(H, W', 3)`` uint8 RGB: the image, widened where tags need room.
     """
     lm = check(landmarks)
     img = np.asarray(image, dtype=np.uint8)
@@ -249,18 +278,30 @@ def draw_overlay(image: np.ndarray, landmarks: np.ndarray, result: CobbResult,
     low = np.zeros(len(LEVELS), bool) if sc is None else sc < LOW_CONFIDENCE
     H, W = img.shape[:2]
     s = _scale(H, lm)
-    layout = _layout(lm, result, H, s)
+    layout = _layout(lm, curves, H, s)
     # widen the canvas where tags would fall outside the image, instead of covering anatomy
     pad_l, pad_r = int(np.ceil(max(0.0, -layout["lo"]))), int(np.ceil(max(0.0, layout["hi"] - W)))
     if pad_l or pad_r:
         img = np.concatenate([np.full((H, pad_l, 3), PANEL_BG, np.uint8), img,
                               np.full((H, pad_r, 3), PANEL_BG, np.uint8)], axis=1)
         lm = lm + np.array([pad_l, 0.0])
-        layout = _layout(lm, result, H, s)
+        layout = _layout(lm, curves, H, s)
     _draw_spine(img, lm, low, s)
     _draw_cobb_lines(img, layout, s)
-    img = _annotate(img, lm, result, low, layout, s)
-    panel = _panel(H, _panel_lines(result, sc, title), s["font"])
+    return _annotate(img, lm, curves, low, layout, s)
+
+
+def draw_overlay(image: np.ndarray, landmarks: np.ndarray, result: CobbResult,
+                 scores: np.ndarray | None = None, title: str | None = None) -> np.ndarray:
+    """``draw_curves`` of ``result.curves`` with a text panel appended on the right.
+
+    ``image`` ``(H, W)`` or ``(H, W, 3)``, ``landmarks (17, 4, 2)``, ``scores (17,)`` as in
+    ``draw_curves``; ``title`` is the panel's first line, e.g. the file name. Returns
+    ``(H, W', 3)`` uint8 RGB.
+    """
+    img = draw_curves(image, landmarks, result.curves, scores)
+    sc = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(len(LEVELS))
+    panel = _panel(img.shape[0], _panel_lines(result, sc, title), _scale(img.shape[0], check(landmarks))["font"])
     return np.concatenate([img, panel], axis=1)
 
 
@@ -275,33 +316,52 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, landmarks: np.ndarr
     return Path(path)
 
 
-# -- per-image records and CSV ---------------------------------------------------------------
+# -- the batch CSV ----------------------------------------------------------------------------
 
-CORNER_KEYS: tuple[str, ...] = tuple(c.replace("-", "_") for c in CORNERS)  # top_left, ...
 ENDS = ("upper", "lower")
 ANGLE_CSV_COLUMNS: tuple[str, ...] = (
     "filename", *ANGLE_COLUMNS, "shape", *(f"{c}_{e}" for c in ANGLE_COLUMNS for e in ENDS))
-BATCH_CSV_COLUMNS: tuple[str, ...] = (*ANGLE_CSV_COLUMNS, "mean_confidence")
+REGION_CSV_KEYS: tuple[str, ...] = tuple(
+    r.replace("/", "_").replace(" ", "_") for r in REGIONS)  # proximal_thoracic, ...
+BATCH_CSV_COLUMNS: tuple[str, ...] = (
+    "input", "status", *(f"{k}_{v}" for k in REGION_CSV_KEYS for v in ("deg", "levels")),
+    "major_region", *(f"challenge_angle_{i}_deg" for i in (1, 2, 3)), "warnings")
 
 
-def result_record(name: str, landmarks: np.ndarray, result: CobbResult,
-                  scores: np.ndarray | None, image_size: tuple[int, int]) -> dict:
-    """One image's JSON content: size, angles with their vertebrae, C/S, curves, landmarks.
+def _csv_text(columns: Sequence[str] | None, rows: Sequence[Sequence]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if columns is not None:
+        writer.writerow(columns)
+    writer.writerows(rows)
+    return buf.getvalue()
 
-    ``landmarks`` is ``(17, 4, 2)`` pixels, ``scores`` ``(17,)`` or None, ``image_size``
-    (width, height). Landmarks are nested by level and corner: ``{"T1": {"top_left": [x, y]}}``.
+
+def batch_csv_row(record: dict) -> list:
+    """One ``BATCH_CSV_COLUMNS`` row of a result record (:mod:`cobbnet.report.result`).
+
+    Per region the angle and ``upper-lower`` levels (two curves of one region are joined
+    with ``;``); a rejected input has empty angle cells.
     """
-    lm = check(landmarks, name)
-    width, height = image_size
-    record = {"name": name, "width": int(width), "height": int(height), **result.as_dict()}
-    record["landmarks"] = {
-        level: {key: [round(float(x), 3), round(float(y), 3)] for key, (x, y) in zip(CORNER_KEYS, quad, strict=True)}
-        for level, quad in zip(LEVELS, lm, strict=True)}
-    sc = None if scores is None else np.asarray(scores, dtype=np.float64).reshape(len(LEVELS))
-    record["confidence"] = None if sc is None else {
-        level: round(float(v), 4) for level, v in zip(LEVELS, sc, strict=True)}
-    record["mean_confidence"] = None if sc is None else round(float(sc.mean()), 4)
-    return record
+    cells: dict[str, list[str]] = {r: [] for r in REGIONS}
+    levels: dict[str, list[str]] = {r: [] for r in REGIONS}
+    major = ""
+    for c in record["curves"]:
+        cells[c["region"]].append(f"{c['cobb_angle']:.1f}")
+        levels[c["region"]].append(f"{c['upper_end_vertebra']}-{c['lower_end_vertebra']}")
+        if c["major"]:
+            major = c["region"]
+    challenge = record.get("challenge") or {}
+    angles = [challenge.get(f"angle_{i}", {}).get("degrees") for i in (1, 2, 3)]
+    return [record["input"]["path"] or "", record["status"],
+            *(cell for r in REGIONS for cell in (";".join(cells[r]), ";".join(levels[r]))),
+            major, *("" if a is None else f"{a:.1f}" for a in angles), "; ".join(record["warnings"])]
+
+
+def write_batch_csv(path: str | os.PathLike, records: Sequence[dict]) -> Path:
+    """``results.csv``: one ``batch_csv_row`` per result record, written atomically."""
+    write_text(path, _csv_text(BATCH_CSV_COLUMNS, [batch_csv_row(r) for r in records]))
+    return Path(path)
 
 
 def _angle_row(name: str, angles: Sequence[float], levels: Sequence[tuple[str, str]],
@@ -309,29 +369,9 @@ def _angle_row(name: str, angles: Sequence[float], levels: Sequence[tuple[str, s
     return [name, *(round(float(a), 4) for a in angles), shape, *(lv for pair in levels for lv in pair)]
 
 
-def _csv_text(columns: Sequence[str], rows: Sequence[Sequence]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def write_batch_csv(path: str | os.PathLike, records: Sequence[dict]) -> Path:
-    """One row per ``result_record``, columns ``BATCH_CSV_COLUMNS``, written atomically."""
-    rows = []
-    for r in records:
-        levels = [(r["angle_vertebrae"][c]["upper"], r["angle_vertebrae"][c]["lower"]) for c in ANGLE_COLUMNS]
-        mean = r.get("mean_confidence")
-        rows.append(_angle_row(r["name"], [r["angles"][c] for c in ANGLE_COLUMNS], levels, r["shape"])
-                    + ["" if mean is None else mean])
-    write_text(path, _csv_text(BATCH_CSV_COLUMNS, rows))
-    return Path(path)
-
-
 def angles_csv(names: Sequence[str], angles: np.ndarray, pairs: np.ndarray, is_s: np.ndarray) -> str:
-    """CSV text (``ANGLE_CSV_COLUMNS``) of ``cobb_angles_batch`` output: angles ``(N, 3)``,
-    pairs ``(N, 3, 2)``, is_s ``(N,)``."""
+    """CSV text (``ANGLE_CSV_COLUMNS``, the challenge's columns) of ``cobb_angles_batch``
+    output for labelled spines: angles ``(N, 3)``, pairs ``(N, 3, 2)``, is_s ``(N,)``."""
     rows = [_angle_row(n, a, [(LEVELS[u], LEVELS[v]) for u, v in p], "S" if s else "C")
             for n, a, p, s in zip(names, angles, pairs, is_s, strict=True)]
     return _csv_text(ANGLE_CSV_COLUMNS, rows)

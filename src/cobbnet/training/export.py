@@ -19,6 +19,7 @@ import copy
 import hashlib
 import io
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -27,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cobbnet.training import checkpoint
 from cobbnet.errors import InputError
+from cobbnet.io.outputs import write_bytes
 from cobbnet.nn.heads import HEADS
 from cobbnet.nn.model import PEAK_OUTPUTS, CobbNet, PeakNet
-from cobbnet.io.outputs import atomic_path
+from cobbnet.training import checkpoint
 
 INPUT_NAME = "image"
 FULL_OUTPUTS: tuple[str, ...] = tuple(HEADS)  # the training network's dense heads
@@ -91,9 +92,18 @@ def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.Pa
         model = inference_net(model)
     size = tuple(input_size or cfg.model.input_size)
     out = Path(out_path)
-    with atomic_path(out) as tmp:
-        export_model(model, tmp, size, batch_dynamic)
+    _export_file(model, out, size, batch_dynamic)
     return out
+
+
+def _export_file(model: torch.nn.Module, out: Path, input_size: tuple[int, int],
+                 batch_dynamic: bool = True) -> None:
+    """``export_model`` into a private temporary folder, then ``out`` written atomically:
+    whatever the exporter leaves beside its file stays out of the destination folder."""
+    with tempfile.TemporaryDirectory(prefix="cobbnet-export-") as tmp:
+        graph = Path(tmp) / "model.onnx"
+        export_model(model, graph, input_size, batch_dynamic)
+        write_bytes(out, graph.read_bytes())
 
 
 def cache_dir() -> Path:
@@ -123,8 +133,7 @@ def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] 
         return out
     if model is None:
         return export_onnx(checkpoint_path, out, size)
-    with atomic_path(out) as tmp:
-        export_model(inference_net(model), tmp, size)
+    _export_file(inference_net(model), out, size)
     return out
 
 
