@@ -4,10 +4,18 @@ import time
 
 import numpy as np
 import pytest
+from dicom_codecs import SYNTAXES, write_compressed
 from PIL import Image
 
 from cobbnet.errors import InputError
-from cobbnet.io.images import IMAGE_SUFFIXES, find_images, image_size, read_image
+from cobbnet.io.images import (
+    IMAGE_SUFFIXES,
+    find_images,
+    image_size,
+    read_image,
+    read_image_with_warnings,
+    to_gray_uint8,
+)
 
 H, W = 48, 32  # taller than wide, as radiographs are, so a transposed result cannot pass
 
@@ -200,6 +208,165 @@ def test_truncated_dicom_raises(tmp_path, dicom_writer):
     with pytest.raises(InputError) as err:
         read_image(path)
     assert str(err.value).startswith(str(path))
+
+
+def test_multi_frame_dicom_reads_its_first_frame_with_a_warning(tmp_path, dicom_writer):
+    import pydicom
+
+    first = quadrant_image(np.uint16, 100, 3000)
+    path = dicom_writer(tmp_path / "cine.dcm", first)
+    ds = pydicom.dcmread(path)
+    frames = np.stack([first, 3100 - first, np.full_like(first, 7)])  # (3, H, W)
+    ds.NumberOfFrames = 3
+    ds.PixelData = frames.astype("<u2").tobytes()
+    ds.save_as(path)
+    image, warned = read_image_with_warnings(path)
+    assert image.shape == (H, W) and image[0, 0] == 255 and image[-1, -1] == 0
+    assert len(warned) == 1 and warned[0].startswith(str(path)) and "3 frames" in warned[0]
+    np.testing.assert_array_equal(read_image(path), image)
+    assert image_size(path) == (W, H)
+
+
+def test_single_frame_reads_without_warnings(tmp_path, dicom_writer):
+    _, warned = read_image_with_warnings(dicom_writer(tmp_path / "one.dcm", quadrant_image(np.uint16)))
+    assert warned == []
+
+
+# ---- compressed DICOM: one file per transfer syntax, made by the test (tests/dicom_codecs.py) ----
+
+
+def ramp_12bit() -> np.ndarray:
+    """``(H, W)`` 12-bit: a bright top-left quadrant over a ramp, with pixel noise, so that a
+    decoder that drops bits, swaps bytes or transposes cannot pass."""
+    rng = np.random.default_rng(1)
+    img = np.linspace(300, 2500, H)[:, None] + rng.integers(0, 40, (H, W))
+    img[: H // 2, : W // 2] = 4000
+    return img.astype(np.uint16)
+
+
+@pytest.mark.parametrize("name", list(SYNTAXES))
+def test_compressed_dicom_reads_like_its_uncompressed_pixels(tmp_path, dicom_writer, name):
+    syntax, bits, lossless = SYNTAXES[name]
+    if name.startswith("jpeg-ls"):
+        pytest.importorskip("jpeg_ls", reason="pyjpegls (the dev extra) encodes the JPEG-LS test file")
+    pixels = ramp_12bit() if bits > 8 else (ramp_12bit() >> 4).astype(np.uint8)
+    path = write_compressed(tmp_path / f"{name}.dcm", pixels, name)
+    import pydicom
+
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == syntax
+    plain = read_image(dicom_writer(tmp_path / "plain.dcm", pixels.astype(np.uint16), bits_stored=16))
+    out = read_image(path)
+    assert out.shape == (H, W) and out.dtype == np.uint8
+    assert out[0, 0] > 240 and out[-1, -1] < 200  # orientation kept
+    tolerance = 0 if lossless else 4
+    assert np.abs(out.astype(int) - plain).max() <= tolerance
+    assert image_size(path) == (W, H)
+
+
+@pytest.mark.parametrize("name", list(SYNTAXES))
+def test_every_listed_transfer_syntax_has_a_core_decoder(name):
+    """The core install decodes each one: pydicom's own RLE, GDCM for the JPEG family."""
+    from pydicom.pixels import get_decoder
+
+    assert set(get_decoder(SYNTAXES[name][0]).available_plugins) & {"pydicom", "gdcm"}
+
+
+def test_undecodable_transfer_syntax_names_it(tmp_path, dicom_writer):
+    import pydicom
+    from pydicom.uid import UID
+
+    path = dicom_writer(tmp_path / "x.dcm", quadrant_image(np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.100")  # MPEG-2 video
+    from pydicom.encaps import encapsulate
+
+    ds.PixelData = encapsulate([b"\0" * 16])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path)
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "\n" not in msg and "1.2.840.10008.1.2.4.100" in msg
+
+
+# ---- EXIF orientation ----
+
+
+@pytest.mark.parametrize("orientation, turn", [(1, 0), (3, 2), (6, -1), (8, 1)])
+def test_exif_orientation_is_applied(tmp_path, orientation, turn):
+    stored = quadrant_image()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    shown = np.rot90(stored, turn)  # what a viewer displays
+    out = read_image(path)
+    np.testing.assert_array_equal(out, shown)
+    assert image_size(path) == (shown.shape[1], shown.shape[0])
+
+
+def test_exif_rotated_jpeg_reads_upright(tmp_path):
+    stored = np.ascontiguousarray(np.rot90(quadrant_image(), 1))  # a radiograph stored sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    out = read_image(path)
+    assert out.shape == (H, W) and image_size(path) == (W, H)
+    assert out[2, 2] > 200 and out[-2, -2] < 50
+
+
+# ---- one grayscale conversion for files and arrays ----
+
+
+def test_gray_uint8_passes_through_unchanged():
+    img = gradient()
+    np.testing.assert_array_equal(to_gray_uint8(img), img)
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_arrays_in_unit_or_byte_range(scale):
+    img = gradient()
+    out = to_gray_uint8(img.astype(np.float32) / 255.0 * scale)
+    assert out.dtype == np.uint8 and np.abs(out.astype(int) - img).max() <= 1
+
+
+def test_float_arrays_of_another_range_are_windowed():
+    out = to_gray_uint8(np.linspace(-1000, 3000, H * W).reshape(H, W))
+    assert out.min() == 0 and out.max() == 255
+
+
+def test_rgb_and_rgba_arrays_match_the_file_reader(tmp_path):
+    rgb = np.zeros((H, W, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[: H // 2, :, 1] = 255, 200
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 17, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "x.png")
+    from_file = read_image(tmp_path / "x.png")
+    np.testing.assert_array_equal(to_gray_uint8(rgb), from_file)
+    np.testing.assert_array_equal(to_gray_uint8(rgba), from_file)
+
+
+def test_16bit_arrays_match_the_file_reader(tmp_path):
+    img = (1000 + gradient(np.uint16, 255).astype(np.uint16) * 16).astype(np.uint16)
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    np.testing.assert_array_equal(to_gray_uint8(img), read_image(tmp_path / "wide.png"))
+
+
+@pytest.mark.parametrize("array, needle", [
+    (np.zeros((3, H, W), np.uint8), "channels-first"),
+    (np.zeros((4, H, W), np.float32), "channels-first"),
+    (np.zeros((0, W), np.uint8), "empty"),
+    (np.zeros((H, W, 5), np.uint8), "shape"),
+    (np.zeros((2, H, W, 3), np.uint8), "shape"),
+    (np.full((H, W), np.nan), "NaN"),
+    (np.array([["a"]]), "dtype"),
+])
+def test_unusable_arrays_raise_one_line_input_errors(array, needle):
+    with pytest.raises(InputError) as err:
+        to_gray_uint8(array, "my array")
+    msg = str(err.value)
+    assert msg.startswith("my array") and needle in msg and "\n" not in msg
 
 
 # ---- finding images ----
