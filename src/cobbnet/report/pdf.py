@@ -30,7 +30,8 @@ DISCLAIMER = (
     "radiograph before they inform any clinical decision.")
 A4 = (8.27, 11.69)  # inches, portrait
 INK, DIM = "0.1", "0.4"
-_RC = {"pdf.fonttype": 42}  # TrueType text: searchable and extractable, not Type 3 glyphs
+PAGE_PIXELS = 1300  # rows of the radiograph on the page
+_RC = {"pdf.fonttype": 3}  # glyph subsets: TrueType (42) subsetting costs about 1 s a font
 
 
 def _rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
@@ -50,6 +51,19 @@ def record_curves(result: dict) -> list[Curve]:
     return [Curve(c["region"], float(c["cobb_angle"]), LEVELS.index(c["upper_end_vertebra"]),
                   LEVELS.index(c["lower_end_vertebra"]), LEVELS.index(c["apex"]),
                   f"image {c['convexity']['image']}") for c in result.get("curves", [])]
+
+
+def _page_scale(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The radiograph and its ``(17, 4, 2)`` corners shrunk to ``PAGE_PIXELS`` rows at most:
+    the page shows it about 6.5 inches tall, so more pixels only make the file bigger."""
+    import cv2
+
+    scale = min(1.0, PAGE_PIXELS / image.shape[0])
+    if scale == 1.0:
+        return image, landmarks
+    size = (max(1, round(image.shape[1] * scale)), PAGE_PIXELS)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), landmarks * np.array(
+        [size[0] / image.shape[1], size[1] / image.shape[0]])
 
 
 def _model_line(result: dict) -> str:
@@ -79,8 +93,8 @@ def _curves_table(fig: Figure, result: dict, top: float) -> float:
     ax = fig.add_axes((0.06, top - 0.16, 0.88, 0.16))
     ax.set_axis_off()
     ax.set(xlim=(0, 1), ylim=(0, 1))
-    cols = [(0.035, "Region"), (0.30, "Cobb angle"), (0.43, "End vertebrae"), (0.57, "Apex"),
-            (0.65, "Convex to"), (0.92, "Major")]
+    cols = [(0.035, "Region"), (0.30, "Cobb angle"), (0.42, "End vertebrae"), (0.59, "Apex"),
+            (0.67, "Convex to"), (0.92, "Major")]
     for x, name in cols:
         ax.text(x, 0.93, name, fontsize=9, weight="bold", color=INK, va="top")
     ax.plot([0, 1], [0.8, 0.8], color="0.6", lw=0.6)
@@ -162,8 +176,9 @@ def report_pdf(result: dict, image: np.ndarray | None, date: dt.date | None = No
         lm = record_landmarks(result)
         if image is not None and lm is not None:
             scores = np.array([np.nan if v["score"] is None else v["score"] for v in result["vertebrae"]])
+            image, lm = _page_scale(np.asarray(image), lm)
             overlay = draw_curves(image, lm, record_curves(result), None if np.isnan(scores).any() else scores)
-            ax.imshow(overlay, interpolation="lanczos")
+            ax.imshow(overlay, interpolation="none")  # embedded as drawn, at about 200 dpi
             ax.set_anchor("N")
         else:
             why = result.get("reason") if result["status"] == "rejected" else "no image given"
