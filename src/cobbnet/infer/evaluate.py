@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,28 +17,31 @@ from typing import Any
 
 import numpy as np
 
-from cobbnet.io.aasce import Sample, read_split
+from cobbnet.errors import InputError
 from cobbnet.infer.bundle import bundled_checkpoint
+from cobbnet.infer.predict import Predictor
+from cobbnet.io.aasce import Sample, read_split
+from cobbnet.io.outputs import write_json, write_text
+from cobbnet.io.splits import split_indices
+from cobbnet.report.plots import plot_evaluation
 from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
-from cobbnet.training.data import split_indices
 from cobbnet.spine.landmarks import LEVELS, to_p2
 from cobbnet.spine.metrics import landmark_error_by_level, summarize
-from cobbnet.io.outputs import write_json, write_text
-from cobbnet.report.plots import plot_evaluation
-from cobbnet.infer.predict import Predictor, load_config
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 4,
-                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted landmarks ``(N, 17, 4, 2)`` (original px) and scores ``(N, 17)`` for samples."""
-    landmarks, scores = [], []
+                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted landmarks ``(N, 17, 4, 2)`` (original px), scores ``(N, 17)`` and stage 1's
+    landmarks before stage 2 ``(N, 17, 4, 2)`` for samples."""
+    landmarks, scores, stage1 = [], [], []
     paths = [s.image_path for s in samples]
     for pred in predictor.predict_paths(paths, batch_size=batch_size):
         landmarks.append(pred.landmarks)
         scores.append(pred.scores)
+        stage1.append(pred.stage1_landmarks if pred.stage1_landmarks is not None else pred.landmarks)
         if on_batch:
             on_batch(1)
-    return np.stack(landmarks), np.stack(scores)
+    return np.stack(landmarks), np.stack(scores), np.stack(stage1)
 
 
 def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -68,15 +72,24 @@ def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angle
 
 def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample], out: str | os.PathLike,
              precision: str = "auto", batch_size: int = 4,
-             on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Evaluate one model on samples; write metrics.json, per_image.csv and plots under ``out``."""
+             on_batch: Callable[[int], None] | None = None,
+             refine: str | os.PathLike | bool | None = None) -> dict[str, Any]:
+    """Evaluate one model on samples; write metrics.json, per_image.csv and plots under ``out``.
+
+    With stage 2 on, stage 1 alone (its chain's landmarks before stage 2) is scored from the
+    same run into ``out/stage1/metrics.json``.
+    """
     out = Path(out)
-    predictor = Predictor(checkpoint_path, precision=precision)
-    pred_lm, _ = predict_samples(predictor, samples, batch_size, on_batch)
+    predictor = Predictor(checkpoint_path, refine=refine, precision=precision)
+    pred_lm, _, stage1_lm = predict_samples(predictor, samples, batch_size, on_batch)
     metrics, pred_angles, true_angles = score(samples, pred_lm)
     metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
     metrics["mode"] = predictor.mode
-    metrics["checkpoint"] = str(predictor.checkpoint)
+    metrics["model"] = predictor.model
+    metrics["stage2"] = predictor.refines
+    if predictor.refines:
+        write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm)[0], "model": predictor.model,
+                                                     "stage2": False})
     write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm))
     level_errors = landmark_error_by_level(pred_lm, np.stack([s.landmarks for s in samples]))
     plot_evaluation(out, true_angles, pred_angles, level_errors)
@@ -86,9 +99,14 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
 
 def fold_samples(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample]) -> list[Sample]:
     """The validation fold a checkpoint (None: the bundled one) was trained without, from its config."""
-    cfg = load_config(checkpoint_path or bundled_checkpoint())
-    d = cfg.data
-    _, val_idx = split_indices([s.name for s in samples], d.folds, d.fold, d.fold_seed, d.holdout)
+    path = Path(checkpoint_path or bundled_checkpoint())
+    meta = path.with_suffix(".json")
+    try:
+        d = json.loads(meta.read_text(encoding="utf-8"))["config"]["data"]
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"{meta}: no training split in this checkpoint config ({err})") from None
+    _, val_idx = split_indices([s.name for s in samples], d.get("folds", 15), d.get("fold", 0),
+                               d.get("fold_seed", 0), d.get("holdout", 0.0))
     return [samples[i] for i in val_idx]
 
 
@@ -98,8 +116,6 @@ def evaluate_folds(run: str | os.PathLike, root: str | os.PathLike, split: str, 
     samples = read_split(root, split)
     checkpoints = sorted(Path(run).glob("fold-*/best.safetensors"))
     if not checkpoints:
-        from cobbnet.errors import InputError
-
         raise InputError(f"{run}: no fold-*/best.safetensors checkpoints found")
     per_fold = {}
     for ckpt in checkpoints:

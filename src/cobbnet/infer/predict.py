@@ -1,52 +1,63 @@
-"""The predictor API: a checkpoint in, landmarks + Cobb angles + curves out, for paths or arrays.
+"""The predictor API: a radiograph in, the corners of T1..L5, Cobb angles and curves out.
 
     >>> from cobbnet import Predictor
-    >>> pred = Predictor()                      # the bundled model; or Predictor("run/best.safetensors")
-    >>> result = pred.predict("spine.dcm")      # or an (H, W) uint8 array
-    >>> result.angles, result.cobb.shape, result.as_dict()
+    >>> pred = Predictor()                      # the bundled two-stage model, ONNX Runtime, no torch
+    >>> result = pred.predict("spine.dcm")      # or an (H, W) array
+    >>> result.angles, result.cobb.curves, result.as_dict()
 
-The network runs in its inference form (:class:`cobbnet.nn.model.PeakNet`: offsets computed at
-the heatmap's peaks only, no mask head). The fastest mode that is exact enough is chosen for
-the machine (see :mod:`cobbnet.training.hardware` and docs/speed.md): bf16 autocast + channels_last on
-GPUs and on CPUs with native bf16, and ONNX Runtime in fp32 on other CPUs (its graph is
-exported once per checkpoint and cached).
-``precision="fp32"`` forces full precision; ``engine="torch"`` forces the torch network.
+The flow, for each radiograph::
+
+    (H0, W0) uint8 -> prepare_image -> (1, 1, H, W) -> stage 1 (PeakNet) -> K candidates
+      -> to_original -> chain (17 levels, misses interpolated and flagged)
+      -> stage 2: a patch per vertebra -> CornerNet -> corners mapped back -> Cobb angles
+
+The bundled model runs in ONNX Runtime from the graphs that ship in the package. A training
+checkpoint (``Predictor("runs/stage1/fold-0/best.safetensors")``) or ``engine="torch"``
+needs the training extra (torch): :mod:`cobbnet.training.engines` builds those engines.
+``refine=False`` turns stage 2 off; ``refine="runs/stage2/best.safetensors"`` picks another one.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from cobbnet.training import checkpoint
-from cobbnet.infer.bundle import bundled_checkpoint
-from cobbnet.spine.cobb import CobbResult, cobb_angles
-from cobbnet.training.config import Config
-from cobbnet.training.data import prepare_image
-from cobbnet.nn.decode import decode, to_original
 from cobbnet.errors import InputError
-from cobbnet.training.hardware import AUTOCAST_DTYPES, resolve_device, resolve_engine, resolve_precision
+from cobbnet.infer.bundle import Bundle, read_bundle
+from cobbnet.infer.decode import candidates
+from cobbnet.infer.onnx import OnnxModel
+from cobbnet.infer.preprocess import prepare_image, to_original
 from cobbnet.io.images import read_image
-from cobbnet.nn.model import PeakNet
-from cobbnet.report.overlay import result_record
+from cobbnet.spine import patches
+from cobbnet.spine.chain import pick_chain
+from cobbnet.spine.cobb import CobbResult, cobb_angles
+
+LOW_CONFIDENCE = 0.3  # a detected vertebra scoring below this is flagged "low_confidence"
+Stage1 = Callable[[np.ndarray], dict[str, np.ndarray]]  # (B, 1, H, W) -> PeakNet outputs
+Stage2 = Callable[[np.ndarray], np.ndarray]  # (N, 1, P, P) -> (N, 4, 2) patch corners
 
 
 @dataclass
 class Prediction:
     """One radiograph's result; ``as_dict()`` is the content of its JSON file."""
 
-    name: str
+    name: str | None  # the input as given (a path), or None for an array
     landmarks: np.ndarray  # (17, 4, 2) original-image pixels
-    scores: np.ndarray  # (17,) peak heights: near 0 means the vertebra was not found
+    scores: np.ndarray  # (17,) stage-1 peak heights; 0 where interpolated
     cobb: CobbResult
     image_size: tuple[int, int]  # (width, height)
+    flags: list[list[str]] = field(default_factory=lambda: [[] for _ in range(17)])
+    status: str = "ok"  # "ok", "uncertain" or "rejected"
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=dict)
+    stage1_landmarks: np.ndarray | None = field(default=None, repr=False)  # (17, 4, 2) before stage 2
     image: np.ndarray | None = field(default=None, repr=False)  # (H, W) uint8, kept for overlays
 
     @property
@@ -54,91 +65,114 @@ class Prediction:
         return self.cobb.angles
 
     def as_dict(self) -> dict[str, Any]:
+        from cobbnet.report.result import result_record
+
         return result_record(self)
 
 
-class Predictor:
-    def __init__(self, checkpoint_path: str | os.PathLike | None = None, device: str = "auto",
-                 precision: str = "auto", channels_last: bool = True, engine: str = "auto"):
-        path = Path(checkpoint_path) if checkpoint_path else bundled_checkpoint()
-        model, self.cfg = checkpoint.load(path)
-        self.model = PeakNet(model)  # the inference form: the same numbers, fewer FLOPs
-        self.checkpoint = path
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.engine = resolve_engine(engine, self.device, self.precision)
-        self.channels_last = channels_last and self.engine == "torch"
-        self.model = self.model.to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.input_size: tuple[int, int] = tuple(self.cfg.model.input_size)
-        self.onnx = None  # an export.OnnxRunner when the engine is "onnx"
-        if self.engine == "onnx":
-            from cobbnet.training.export import runner_for_checkpoint
+def _refine(stage2: Stage2, image: np.ndarray, landmarks: np.ndarray, iterations: int) -> np.ndarray:
+    """Stage 2 on every vertebra: ``(17, 4, 2)`` -> ``(17, 4, 2)`` in original pixels."""
+    lm = landmarks
+    for _ in range(iterations):
+        frame = patches.frames(lm)  # (17, 4)
+        x = patches.cut(image, frame)[:, None].astype(np.float32) / np.float32(255.0)
+        lm = patches.to_image(np.asarray(stage2(x), dtype=np.float64), frame)
+    return lm
 
-            self.onnx = runner_for_checkpoint(path, self.model, self.input_size)
-        self.network_seconds = 0.0  # time spent in the network, for throughput figures
+
+class Predictor:
+    def __init__(self, checkpoint: str | os.PathLike | None = None, refine: str | os.PathLike | bool | None = None,
+                 engine: str = "auto", precision: str = "auto", device: str = "auto",
+                 threads: int | None = None, iterations: int = 1):
+        if engine not in ("auto", "onnx", "torch"):
+            raise InputError(f"engine: {engine!r} is not one of auto, onnx, torch")
+        if iterations < 1:
+            raise InputError(f"iterations: must be at least 1, got {iterations}")
+        self.iterations = iterations
+        bundle = read_bundle() if checkpoint is None or refine in (None, True) else None
+        if checkpoint is None and engine in ("auto", "onnx") and precision in ("auto", "fp32"):
+            self.stage1: Stage1 = OnnxModel(bundle.stage1_onnx, threads)
+            self.input_size: tuple[int, int] = bundle.input_size
+            self.engine, self.mode = "onnxruntime", "cpu fp32 onnxruntime"
+            self.model = bundle.describe(self.engine)
+        else:
+            from cobbnet.training import engines  # needs torch: the training extra
+
+            path = Path(checkpoint) if checkpoint is not None else bundle.stage1_weights
+            self.stage1, self.input_size, self.engine, self.mode = engines.stage1(
+                path, engine, precision, device, threads)
+            self.model = bundle.describe(self.engine) if checkpoint is None else engines.describe(path, self.engine)
+        self.stage2: Stage2 | None = None
+        if refine is not False:
+            if refine in (None, True) and self.engine == "onnxruntime":
+                runner = OnnxModel(bundle.stage2_onnx, threads)
+                self.stage2 = lambda x: runner(x)["corners"]
+            else:
+                from cobbnet.training import engines
+
+                path = bundle.stage2_weights if refine in (None, True) else Path(refine)
+                self.stage2 = engines.stage2(path, "onnx" if self.engine == "onnxruntime" else "torch", threads)
+                if refine not in (None, True):
+                    self.model = {**self.model, "stage2": str(path)}
+        self.network_seconds = 0.0  # time spent in stage 1, for throughput figures
         self.network_images = 0
 
     @property
-    def mode(self) -> str:
-        if self.onnx is not None:
-            return f"{self.device.type} {self.precision} onnxruntime"
-        layout = "channels_last" if self.channels_last else "contiguous"
-        return f"{self.device.type} {self.precision} {layout}"
+    def refines(self) -> bool:
+        return self.stage2 is not None
 
-    @torch.inference_mode()
-    def run_network(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(B, 1, H, W)`` float in [0, 1] -> heads dict in float32 (timed for throughput)."""
+    def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Stage 1: ``(B, 1, H, W)`` float32 in [0, 1] -> PeakNet outputs (timed for throughput)."""
         start = time.perf_counter()
-        out = self.onnx.run_network(batch) if self.onnx is not None else self._run_torch(batch)
+        out = self.stage1(batch)
         self.network_seconds += time.perf_counter() - start
         self.network_images += len(batch)
         return out
 
-    def _run_torch(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = batch.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        dtype = AUTOCAST_DTYPES.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.model(x)
-        out = {k: v.float() for k, v in out.items()}
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return out
-
-    def predict_arrays(self, images: list[np.ndarray], names: list[str]) -> list[Prediction]:
+    def predict_arrays(self, images: list[np.ndarray], names: list[str | None]) -> list[Prediction]:
         """A batch of ``(H, W)`` uint8 images -> predictions in original-image pixels."""
-        batch = torch.from_numpy(np.stack([prepare_image(im, self.input_size) for im in images]))
-        lm, scores = decode(self.run_network(batch))
-        lm, scores = lm.cpu().numpy(), scores.cpu().numpy()
+        batch = np.stack([prepare_image(im, self.input_size) for im in images])
+        corners, scores = candidates(self.run_network(batch))  # (B, K, 4, 2) input px, (B, K)
         results = []
         for i, (image, name) in enumerate(zip(images, names, strict=True)):
             H, W = image.shape[:2]
-            landmarks = to_original(lm[i], self.input_size, (H, W))
-            results.append(Prediction(name, landmarks, scores[i], cobb_angles(landmarks, H), (W, H), image))
+            chain = pick_chain(to_original(corners[i], self.input_size, (H, W)), scores[i])
+            stage1 = chain.landmarks
+            flags = [list(f) for f in chain.flags]
+            warnings: list[str] = []
+            if not np.isfinite(stage1).all():
+                results.append(self._rejected(name, image, "no vertebrae found"))
+                continue
+            lm = _refine(self.stage2, image, stage1, self.iterations) if self.stage2 is not None else stage1
+            for v, s in enumerate(chain.scores):
+                if chain.picked[v] >= 0 and s < LOW_CONFIDENCE:
+                    flags[v].append("low_confidence")
+            results.append(Prediction(name, lm, chain.scores, cobb_angles(lm, H), (W, H), flags,
+                                      warnings=warnings, model=self.model, stage1_landmarks=stage1, image=image))
         return results
 
+    def _rejected(self, name: str | None, image: np.ndarray, reason: str) -> Prediction:
+        H, W = image.shape[:2]
+        nan = np.full((17, 4, 2), np.nan)
+        return Prediction(name, nan, np.zeros(17), cobb_angles(np.zeros((17, 4, 2)), H), (W, H),
+                          status="rejected", reason=reason, model=self.model, image=image)
+
     def predict(self, image: str | os.PathLike | np.ndarray, name: str | None = None) -> Prediction:
-        """One radiograph from a path (JPEG, PNG, TIFF, DICOM) or an ``(H, W)`` uint8 array."""
+        """One radiograph from a path (JPEG, PNG, TIFF, DICOM) or an image array."""
         if isinstance(image, (str, os.PathLike)):
-            name = name or Path(image).name
+            name = name or str(image)
             image = read_image(image)
-        array = np.asarray(image)
-        if array.ndim == 3:
-            array = array.mean(axis=2).astype(np.uint8)
-        if array.ndim != 2 or array.dtype != np.uint8:
-            raise InputError(f"{name or 'array'}: expected an (H, W) uint8 image, got {array.shape} {array.dtype}")
-        return self.predict_arrays([array], [name or "array"])[0]
+        return self.predict_arrays([_gray(image, name)], [name])[0]
 
     def predict_paths(self, paths: Iterable[Path], batch_size: int = 4,
                       errors: list[tuple[Path, str]] | None = None) -> Iterator[Prediction]:
         """Predict files in batches; unreadable files are recorded in ``errors`` and skipped."""
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
         pending: list[tuple[np.ndarray, str]] = []
         for path in paths:
             try:
-                pending.append((read_image(path), Path(path).name))
+                pending.append((read_image(path), str(path)))
             except InputError as err:
                 if errors is None:
                     raise
@@ -151,8 +185,20 @@ class Predictor:
             yield from self.predict_arrays(*map(list, zip(*pending, strict=True)))
 
 
-def load_config(checkpoint_path: str | os.PathLike) -> Config:
-    """The config a checkpoint was trained with."""
-    from cobbnet.training.config import from_dict
+def _gray(image: np.ndarray, name: str | None) -> np.ndarray:
+    """An image array as the file reader would give it: ``(H, W)`` uint8."""
+    try:
+        from cobbnet.io.images import to_gray_uint8
+    except ImportError:  # before the shared conversion exists
+        array = np.asarray(image)
+        if array.ndim == 3:
+            array = array.mean(axis=2).astype(np.uint8)
+        if array.ndim != 2 or array.dtype != np.uint8:
+            raise InputError(f"{name or 'array'}: expected an (H, W) uint8 image, got {array.shape} {array.dtype}") from None
+        return array
+    return to_gray_uint8(image, name or "array")
 
-    return from_dict(checkpoint.read_meta(checkpoint_path)["config"], str(checkpoint_path))
+
+def bundle_info() -> Bundle:
+    """The bundled model's description (names, files, sha256)."""
+    return read_bundle()

@@ -1,22 +1,17 @@
 """Decode head outputs into vertebra corners (the mirror image of ``targets.py``).
 
-Also the one pair of functions that maps landmarks between the network input and the
-original image (``to_input`` / ``to_original``), so that the data pipeline and the predictor
-scale points the same way.
+The torch form, for training and validation; ``cobbnet.infer.decode`` reads the inference
+network's outputs with numpy alone.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cobbnet.infer.preprocess import to_input, to_original  # noqa: F401  (one home: infer.preprocess)
 from cobbnet.nn.heads import STRIDE, gather
 from cobbnet.spine.landmarks import N_CORNERS, N_VERTEBRAE
-
-Points = TypeVar("Points", np.ndarray, torch.Tensor)
 
 NMS_KERNEL = 3  # a peak must be no lower than its eight neighbours (paper, II-A-6)
 
@@ -82,33 +77,3 @@ def decode(
     order = torch.argsort(landmarks[..., 1].mean(dim=2), dim=1, stable=True)  # (B, k)
     landmarks = torch.take_along_dim(landmarks, order[:, :, None, None], dim=1)
     return landmarks, torch.take_along_dim(scores, order, dim=1)
-
-
-def to_original(
-    landmarks: Points, input_size: tuple[int, int], original_size: tuple[int, int]
-) -> Points:
-    """Map points ``(..., 2)`` from network input pixels to original image pixels.
-
-    ``input_size = (H, W)``, ``original_size = (H0, W0)``. The whole image is resized to the
-    input without keeping its aspect ratio, so each axis scales on its own:
-    ``x_orig = x_in * W0 / W`` and ``y_orig = y_in * H0 / H`` (a coordinate measures distance
-    from the image's top-left edge, so the image's extent [0, W] maps onto [0, W0]).
-    Works on numpy arrays (returned as float64) and torch tensors (dtype and device kept).
-    """
-    (H, W), (H0, W0) = input_size, original_size
-    return _scale(landmarks, W0 / W, H0 / H)
-
-
-def to_input(
-    landmarks: Points, original_size: tuple[int, int], input_size: tuple[int, int]
-) -> Points:
-    """Inverse of ``to_original``: ``x_in = x_orig * W / W0``, ``y_in = y_orig * H / H0``."""
-    (H0, W0), (H, W) = original_size, input_size
-    return _scale(landmarks, W / W0, H / H0)
-
-
-def _scale(points: Points, sx: float, sy: float) -> Points:
-    if isinstance(points, torch.Tensor):
-        dtype = points.dtype if points.is_floating_point() else torch.float32
-        return points.to(dtype) * torch.tensor([sx, sy], dtype=dtype, device=points.device)
-    return np.asarray(points, dtype=np.float64) * np.array([sx, sy])

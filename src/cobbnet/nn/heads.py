@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from cobbnet.infer.decode import STRIDE  # noqa: F401  (its home: the numpy decoder)
+
 HEADS: dict[str, int] = {"hm": 1, "reg": 2, "cnr": 8, "mask": 1}
-STRIDE = 4  # output maps are 1/4 of the input in each dimension
+
 HM_BIAS = -2.19  # CenterNet's heatmap bias: sigmoid(-2.19) = 0.1, a low prior for centres
 
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from cobbnet.nn.heads import gather
-from cobbnet.spine.landmarks import N_CORNERS
 from cobbnet.nn.raster import MODES, fill_quads
+from cobbnet.spine.landmarks import N_CORNERS
 
 FOCAL_ALPHA = 2  # CenterNet: (1 - p)^alpha down-weights easy cells
 FOCAL_BETA = 4  # CenterNet: (1 - gt)^beta spares the cells near a centre

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cobbnet.spine import landmarks as lmk
+from cobbnet.infer.preprocess import INPUT_SIZE
 from cobbnet.nn.heads import HEADS, STRIDE
+from cobbnet.spine import landmarks as lmk
 
-INPUT_SIZE: tuple[int, int] = (1024, 512)  # network input (H, W) in pixels
 MIN_OVERLAP = 0.7  # CenterNet's IoU a box built from points within the radius keeps
 # The corrected radius is 0 or 1 cell for 91% of AASCE vertebrae at 1024x512: a one-cell
 # peak gives the focal loss almost no positives to learn from. CenterNet's original (too

@@ -119,6 +119,38 @@ def landmark_error_by_level(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return landmark_distances(pred, true).mean(axis=(0, 2))
 
 
+def smape_interval(pred: np.ndarray, true: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of ``smape`` over radiographs: resample the N rows with replacement."""
+    p, t = _angles(pred, true)
+    num = np.abs(p - t).sum(axis=1)
+    den = (p + t).sum(axis=1)
+    idx = np.random.default_rng(seed).integers(0, len(p), (n_boot, len(p)))
+    boot = 100.0 * num[idx].sum(axis=1) / np.maximum(den[idx].sum(axis=1), 1e-12)
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def nearest_true(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """For each predicted vertebra, the index of the true vertebra with the nearest centre: ``(N, 17)``."""
+    lp, lt = _landmarks(pred, true)
+    d = np.linalg.norm(lp.mean(axis=2)[:, :, None] - lt.mean(axis=2)[:, None, :], axis=-1)  # (N, 17, 17)
+    return np.argmin(d, axis=2)
+
+
+def levels_right(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """``(N,)`` True where every predicted vertebra lies nearest the true vertebra of its level."""
+    return (nearest_true(pred, true) == np.arange(pred.shape[1])).all(axis=1)
+
+
+def matched_landmark_error(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean corner distance with each predicted vertebra matched to the nearest true one: the
+    corner precision whatever the level names."""
+    lp, lt = _landmarks(pred, true)
+    match = np.take_along_axis(lt, nearest_true(lp, lt)[:, :, None, None], axis=1)
+    return float(np.linalg.norm(lp - match, axis=-1).mean())
+
+
 def summarize(
     pred_angles: np.ndarray,
     true_angles: np.ndarray,
@@ -130,7 +162,10 @@ def summarize(
 
     Keys: ``smape``, ``smape_<col>``, ``mae_<col>``, ``max_error_<col>``, ``pearson_<col>``
     for each column of ``cobb.ANGLE_COLUMNS``, ``within_<tol>deg``, ``n_images`` and, when
-    both landmark arrays are given, ``landmark_error_px`` and ``landmark_mse_px2``.
+    both landmark arrays are given, ``landmark_error_px`` and ``landmark_mse_px2`` (by level),
+    ``landmark_error_matched_px`` (nearest true vertebra) and ``levels_right_pct``; also
+    ``smape_ci95`` (bootstrap 95% interval over radiographs) and ``within_<tol>deg_all_pct``
+    (share of radiographs with all three angles within ``tol``).
     """
     p, t = _angles(pred_angles, true_angles)
     out: dict[str, float | int] = {"n_images": int(p.shape[0]), "smape": smape(p, t)}
@@ -151,4 +186,8 @@ def summarize(
             raise ValueError(f"landmarks cover {lp.shape[0]} images but angles cover {p.shape[0]}")
         out["landmark_error_px"] = landmark_error(lp, lt)
         out["landmark_mse_px2"] = landmark_mse(lp, lt)
+        out["landmark_error_matched_px"] = matched_landmark_error(lp, lt)
+        out["levels_right_pct"] = 100.0 * float(levels_right(lp, lt).mean())
+    out["smape_ci95"] = list(smape_interval(p, t))
+    out[f"within_{tol:g}deg_all_pct"] = 100.0 * float((np.abs(p - t) <= tol).all(axis=1).mean())
     return out

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from cobbnet.spine import landmarks as lmk
-from cobbnet.io.aasce import Sample, patient_key
-from cobbnet.nn.decode import to_input
+from cobbnet.infer.preprocess import prepare_image, to_input
+from cobbnet.io.aasce import Sample
 from cobbnet.io.images import read_image
+from cobbnet.io.splits import holdout_indices, kfold_indices, split_indices  # noqa: F401  (their home: io.splits)
 from cobbnet.io.synthetic import synth_sample
 from cobbnet.nn.targets import INPUT_SIZE, encode
+from cobbnet.spine import landmarks as lmk
 
 # keep keypoints that leave the image: encode marks their vertebrae invalid instead
 KEYPOINT_PARAMS: dict[str, Any] = {"format": "xy", "remove_invisible": False}
@@ -40,38 +41,6 @@ JPEG_REDUCE = 2  # libjpeg decodes at 1/2 size when the full size is not needed
 _FLIP_ORDER = [lmk.TR, lmk.TL, lmk.BR, lmk.BL]  # a mirrored left corner is a right corner
 # albumentations (like cv2.warpAffine) puts pixel centres at integers, ours at i + 0.5
 _ALBU_SHIFT = 0.5
-
-
-# ---- the network input ----
-
-
-def _resize_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
-    H, W = image.shape
-    if (H, W)[axis] == size:
-        return image
-    interp = cv2.INTER_AREA if size < (H, W)[axis] else cv2.INTER_LINEAR
-    dsize = (W, size) if axis == 0 else (size, H)  # cv2 sizes are (width, height)
-    return cv2.resize(image, dsize, interpolation=interp)
-
-
-def prepare_image(image: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
-    """``(H0, W0)`` uint8 radiograph -> ``(1, H, W)`` float32 network input in [0, 1].
-
-    The whole image is resized to ``input_size = (H, W)`` without keeping its aspect ratio
-    (landmarks scale per axis, ``decode.to_input``): INTER_AREA along an axis that shrinks,
-    INTER_LINEAR along one that grows. The model normalises mean and std itself.
-    """
-    image = np.asarray(image)
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W) uint8 image, got {image.dtype} of shape {image.shape}")
-    H, W = (int(s) for s in input_size)
-    H0, W0 = image.shape
-    if (H < H0) == (W < W0):  # both axes the same way: one resize
-        interp = cv2.INTER_AREA if H < H0 else cv2.INTER_LINEAR
-        out = cv2.resize(image, (W, H), interpolation=interp) if (H, W) != (H0, W0) else image
-    else:  # one shrinks, one grows: each axis with its own interpolation
-        out = _resize_axis(_resize_axis(image, H, 0), W, 1)
-    return (out.astype(np.float32) * np.float32(1.0 / 255.0))[None]
 
 
 # ---- augmentation ----
@@ -325,71 +294,3 @@ def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
         set_dataset_epoch(dataset.dataset, epoch)
     elif hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-
-
-# ---- folds ----
-
-
-def _groups(groups: Sequence[str]) -> tuple[np.ndarray, int]:
-    """Group labels -> ``(codes (n,), number of groups)``, codes in order of first appearance."""
-    _, first, codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_index=True,
-                                return_inverse=True)
-    rank = np.argsort(np.argsort(first))  # group codes by first appearance, not by name
-    return rank[codes].astype(np.int64), len(first)
-
-
-def kfold_indices(n: int, k: int, fold: int, seed: int = 0,
-                  groups: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffled k-fold split of ``range(n)``, grouped: ``(train_idx, val_idx)``, sorted int64.
-
-    ``groups (n,)`` names each item's group (for AASCE radiographs ``aasce.patient_key``;
-    None: every item its own group). Groups never straddle folds: they are permuted by
-    ``default_rng(seed)``, then dealt, largest first, to the fold with the fewest items so
-    far, so fold sizes stay within one largest group of each other. Part ``fold`` is
-    validation. Every index is in exactly one validation fold, and the same
-    ``(groups, k, seed)`` always gives the same folds.
-    """
-    if k < 2 or n < k:
-        raise ValueError(f"k-fold needs 2 <= k <= n, got k={k} for n={n}")
-    if not 0 <= fold < k:
-        raise ValueError(f"fold {fold} is not in 0..{k - 1}")
-    codes, n_groups = _groups(range(n) if groups is None else groups)
-    if len(codes) != n:
-        raise ValueError(f"groups: expected {n} labels, got {len(codes)}")
-    if n_groups < k:
-        raise ValueError(f"k-fold needs at least k={k} groups, got {n_groups}")
-    order = np.random.default_rng(seed).permutation(n_groups)
-    sizes = np.bincount(codes, minlength=n_groups)
-    order = order[np.argsort(-sizes[order], kind="stable")]  # largest first, ties shuffled
-    load, assign = np.zeros(k, dtype=np.int64), np.empty(n_groups, dtype=np.int64)
-    for g in order:
-        assign[g] = int(np.argmin(load))
-        load[assign[g]] += sizes[g]
-    in_val = assign[codes] == fold
-    return np.flatnonzero(~in_val).astype(np.int64), np.flatnonzero(in_val).astype(np.int64)
-
-
-def holdout_indices(groups: Sequence[str], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed grouped validation split: ``fraction`` of the groups (patients) held out.
-
-    The groups are permuted by ``default_rng(seed)`` and the first ``round(fraction * G)``
-    are validation. Returns ``(train_idx, val_idx)`` sorted int64; no group is on both sides.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout fraction must lie in (0, 1), got {fraction}")
-    codes, n_groups = _groups(groups)
-    n_val = min(max(1, round(fraction * n_groups)), n_groups - 1)
-    held = np.random.default_rng(seed).permutation(n_groups)[:n_val]
-    in_val = np.isin(codes, held)
-    return np.flatnonzero(~in_val).astype(np.int64), np.flatnonzero(in_val).astype(np.int64)
-
-
-def split_indices(names: Sequence[str], folds: int, fold: int, seed: int = 0,
-                  holdout: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """The configured split of AASCE radiographs ``names``, grouped by ``aasce.patient_key``:
-    a fixed holdout of ``holdout`` of the patients when it is above 0, else fold ``fold`` of
-    ``folds``. ``(train_idx, val_idx)``."""
-    groups = [patient_key(n) for n in names]
-    if holdout > 0:
-        return holdout_indices(groups, holdout, seed)
-    return kfold_indices(len(names), folds, fold, seed, groups)

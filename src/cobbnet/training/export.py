@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cobbnet.errors import InputError
+from cobbnet.infer.decode import CANDIDATES
 from cobbnet.io.outputs import write_bytes
 from cobbnet.nn.heads import HEADS
 from cobbnet.nn.model import PEAK_OUTPUTS, CobbNet, PeakNet
@@ -72,8 +73,44 @@ def export_model(model: torch.nn.Module, f: str | os.PathLike | io.BytesIO,
 
 
 def inference_net(model: torch.nn.Module) -> torch.nn.Module:
-    """The network the predictor runs: a CobbNet's PeakNet (anything else as it is)."""
-    return PeakNet(model) if isinstance(model, CobbNet) else model
+    """The network the predictor runs: a CobbNet's PeakNet with ``CANDIDATES`` peaks for the
+    chain to choose from (anything else as it is)."""
+    return PeakNet(model, CANDIDATES) if isinstance(model, CobbNet) else model
+
+
+REFINE_INPUT = "patches"
+REFINE_OUTPUT = "corners"
+
+
+def export_refine(model: torch.nn.Module, f: str | os.PathLike | io.BytesIO) -> None:
+    """Trace a stage-2 ``CornerNet``: input ``patches (N, 1, P, P)``, output ``corners (N, 4, 2)``."""
+    model = copy.deepcopy(model).float().eval()
+    P = model.cfg.patch_size
+    with _quiet_export(), torch.no_grad():
+        torch.onnx.export(model, (torch.rand(2, 1, P, P),), f, dynamo=False, input_names=[REFINE_INPUT],
+                          output_names=[REFINE_OUTPUT], opset_version=OPSET, do_constant_folding=True,
+                          dynamic_axes={REFINE_INPUT: {0: "n"}, REFINE_OUTPUT: {0: "n"}})
+
+
+def fp16_weights(graph: bytes) -> bytes:
+    """The graph with its float32 weights stored as float16 and cast back to float32 when
+    loaded: half the size, fp32 arithmetic (ONNX Runtime folds the casts at load time)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load_from_string(graph)
+    g = m.graph
+    casts = []
+    for init in list(g.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or len(init.dims) == 0 or numpy_helper.to_array(init).size < 16:
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "_fp16")
+        g.initializer.remove(init)
+        g.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT))
+    for node in reversed(casts):
+        g.node.insert(0, node)
+    return m.SerializeToString()
 
 
 def export_onnx(checkpoint_path: str | os.PathLike | None, out_path: str | os.PathLike,
@@ -127,7 +164,7 @@ def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] 
             raise InputError(f"{part}: checkpoint file not found")
         digest.update(part.read_bytes())
     size = tuple(input_size or checkpoint.read_meta(checkpoint_path)["config"]["model"]["input_size"])
-    digest.update(f"{size}|{torch.__version__}|{OPSET}|{','.join(PEAK_OUTPUTS)}".encode())
+    digest.update(f"{size}|{torch.__version__}|{OPSET}|{','.join(PEAK_OUTPUTS)}|{CANDIDATES}".encode())
     out = cache_dir() / f"{weights.stem}-{digest.hexdigest()[:16]}.onnx"
     if out.is_file():
         return out

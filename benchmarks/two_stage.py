@@ -1,0 +1,99 @@
+"""Stage 1 alone and stage 1 + 2 on the fixed patient-grouped validation split.
+
+    python benchmarks/two_stage.py --stage1 runs/stage1/fold-0/best.safetensors \\
+        --stage2 runs/stage2/best.safetensors --out benchmarks/results/two-stage [--limit N]
+
+Without ``--stage1``/``--stage2`` the bundled model is measured. Writes, under ``--out``,
+``metrics.json`` (stage 1 + 2), ``stage1/metrics.json`` (stage 1 alone, the chain's corners
+before stage 2, from the same run), ``stage1-errors.json`` (how far stage 1's vertebrae are
+from the true ones in centre, tilt and width: what stage 2's training jitter must cover)
+and ``two-stage.md``. The split is the one of configs/stage1.yaml: 20% of the patients, seed 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cobbnet.infer.evaluate import predict_samples, score
+from cobbnet.infer.predict import Predictor
+from cobbnet.io.aasce import read_split
+from cobbnet.io.outputs import write_json, write_text
+from cobbnet.io.splits import split_indices
+from cobbnet.spine import patches
+from cobbnet.spine.metrics import nearest_true
+
+AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
+HOLDOUT, SEED = 0.2, 0
+
+
+def stage1_errors(stage1: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Stage 1's vertebrae against the nearest true ones: centre offset in widths, tilt in
+    degrees, log width ratio; median, 90th and 95th percentiles."""
+    match = np.take_along_axis(true, nearest_true(stage1, true)[:, :, None, None], axis=1)
+    fp, ft = patches.frames(stage1), patches.frames(match)  # (N, 17, 4)
+    centre = np.linalg.norm(fp[..., :2] - ft[..., :2], axis=-1) / ft[..., 3]
+    tilt = np.degrees(np.abs(np.angle(np.exp(1j * (fp[..., 2] - ft[..., 2])))))
+    scale = np.abs(np.log(fp[..., 3] / ft[..., 3]))
+    out = {}
+    for name, v in (("centre_widths", centre), ("tilt_deg", tilt), ("log_width", scale)):
+        for q in (50, 90, 95):
+            out[f"{name}_p{q}"] = float(np.percentile(v, q))
+    return out
+
+
+def table(both: dict, alone: dict) -> str:
+    rows = [("SMAPE (%)", "smape"), ("landmark error, by level (px)", "landmark_error_px"),
+            ("landmark error, nearest true vertebra (px)", "landmark_error_matched_px"),
+            ("MAE angle 1 / 2 / 3 (deg)", None), ("all three angles within 5 deg (%)", "within_5deg_all_pct"),
+            ("all 17 levels right (%)", "levels_right_pct")]
+    lines = ["| metric | stage 1 alone | stage 1 + 2 |", "| --- | ---: | ---: |"]
+    for label, key in rows:
+        cells = []
+        for m in (alone, both):
+            if key is None:
+                cells.append(" / ".join(f"{m[f'mae_{c}']:.2f}" for c in ("pt", "mt", "tl")))
+            elif key == "smape":
+                lo, hi = m["smape_ci95"]
+                cells.append(f"{m['smape']:.2f} ({lo:.2f}-{hi:.2f})")
+            else:
+                cells.append(f"{m[key]:.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--stage1", type=Path, default=None)
+    p.add_argument("--stage2", type=Path, default=None)
+    p.add_argument("--root", type=Path, default=AASCE)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/two-stage"))
+    p.add_argument("--limit", type=int, default=None, help="only the first N validation radiographs")
+    p.add_argument("--iterations", type=int, default=1)
+    a = p.parse_args(argv)
+    samples = read_split(a.root, "training")
+    _, val = split_indices([s.name for s in samples], 15, 0, SEED, HOLDOUT)
+    val_samples = [samples[i] for i in val][: a.limit]
+    predictor = Predictor(a.stage1, refine=a.stage2 if a.stage2 else None, iterations=a.iterations)
+    start = time.perf_counter()
+    pred, _, stage1 = predict_samples(predictor, val_samples)
+    seconds = (time.perf_counter() - start) / len(val_samples)
+    both, alone = score(val_samples, pred)[0], score(val_samples, stage1)[0]
+    for m in (both, alone):
+        m.update(model=predictor.model, mode=predictor.mode, split=f"grouped holdout {HOLDOUT} seed {SEED}")
+    both["seconds_per_radiograph"] = seconds
+    true = np.stack([s.landmarks for s in val_samples])
+    write_json(a.out / "metrics.json", both)
+    write_json(a.out / "stage1" / "metrics.json", alone)
+    write_json(a.out / "stage1-errors.json", stage1_errors(stage1, true))
+    write_text(a.out / "two-stage.md", table(both, alone))
+    print(table(both, alone))
+    print(json.dumps(stage1_errors(stage1, true), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Write the bundled model: both stages as ONNX for the light install, fp16 weights for
+fine-tuning, ``bundle.json`` and the model card (``cobbnet.infer.bundle`` reads them).
+
+    python -m cobbnet.training.ship STAGE1_CKPT STAGE2_CKPT --evaluation EVAL_DIR [--out DIR] [--notes FILE]
+
+``EVAL_DIR`` is what ``cobbnet evaluate`` wrote for the two stages on the grouped validation
+split (``metrics.json``, and ``stage1/metrics.json`` for stage 1 alone when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cobbnet.errors import InputError
+from cobbnet.infer.bundle import BUNDLE, BUNDLE_FORMAT, CARD, MAX_MODEL_BYTES, sha256, weights_dir
+from cobbnet.infer.decode import CANDIDATES
+from cobbnet.io.outputs import write_bytes, write_json, write_text
+from cobbnet.training import checkpoint, refine
+from cobbnet.training.export import export_model, export_refine, fp16_weights, inference_net
+
+STAGE_FILES = {"stage1": {"onnx": "stage1.onnx", "weights": "stage1.safetensors"},
+               "stage2": {"onnx": "stage2.onnx", "weights": "stage2.safetensors"}}
+
+
+def _half(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with its weights rounded to fp16 and back: what both shipped forms hold."""
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return model
+
+
+def _metrics(evaluation: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    both, alone = evaluation / "metrics.json", evaluation / "stage1" / "metrics.json"
+    if not both.is_file():
+        raise InputError(f"{both}: evaluation metrics not found (run cobbnet evaluate first)")
+    read = lambda p: json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}  # noqa: E731
+    return read(both), read(alone)
+
+
+def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str | os.PathLike,
+         folder: str | os.PathLike | None = None, notes: str = "") -> Path:
+    """Write the bundle into ``folder`` (default: the package's ``weights/``); returns bundle.json."""
+    folder = Path(folder) if folder else weights_dir()
+    metrics, stage1_metrics = _metrics(Path(evaluation))
+    net1, cfg = checkpoint.load(stage1)
+    net1 = _half(net1)
+    net2, meta2 = refine.load(stage2)
+    net2 = _half(net2)
+    size = tuple(int(s) for s in cfg.model.input_size)
+
+    checkpoint.save(folder / "stage1", net1, cfg, {"validation": stage1_metrics}, dtype=torch.float16)
+    refine.save(folder / "stage2", net2, refine.RefineRun(net2.cfg, refine.RefineTrain(**meta2["config"]["train"])),
+                meta2.get("metrics", {}), dtype=torch.float16)
+    g1, g2 = io.BytesIO(), io.BytesIO()
+    export_model(inference_net(net1), g1, size)
+    export_refine(net2, g2)
+    write_bytes(folder / STAGE_FILES["stage1"]["onnx"], fp16_weights(g1.getvalue()))
+    write_bytes(folder / STAGE_FILES["stage2"]["onnx"], fp16_weights(g2.getvalue()))
+
+    files = [f for stage in STAGE_FILES.values() for f in stage.values()]
+    files += ["stage1.json", "stage2.json"]
+    total = sum((folder / f).stat().st_size for f in files)
+    if total > MAX_MODEL_BYTES:
+        raise InputError(f"{folder}: the two stages take {total / 2**20:.1f} MB, over {MAX_MODEL_BYTES // 2**20} MB")
+    name = f"cobbnet-{cfg.model.backbone}-2stage-{date.today().isoformat()}"
+    bundle = {"format": BUNDLE_FORMAT, "name": name, "input_size": list(size), "candidates": CANDIDATES,
+              **STAGE_FILES, "sha256": {f: sha256(folder / f) for f in files}, "bytes": total,
+              "validation": {"stage1+2": metrics, "stage1": stage1_metrics}}
+    write_json(folder / BUNDLE, bundle)
+    write_text(folder / CARD, model_card(name, cfg.to_dict(), meta2["config"], metrics, stage1_metrics, total, notes))
+    for old in ("cobbnet.safetensors", "cobbnet.json"):  # the one-stage bundle of earlier versions
+        if (folder / old).is_file():
+            (folder / old).unlink()
+    return folder / BUNDLE
+
+
+def _row(label: str, key: str, *ms: dict[str, Any]) -> str:
+    cells = []
+    for m in ms:
+        v = m.get(key)
+        ci = m.get(f"{key}_ci95")
+        cells.append("-" if v is None else f"{v:.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""))
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
+               stage1_metrics: dict[str, Any], size: int, notes: str = "") -> str:
+    m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
+    t2, m2 = cfg2["train"], cfg2["model"]
+    rows = [("SMAPE (%), 95% bootstrap interval", "smape"),
+            ("landmark error (px, by level)", "landmark_error_px"),
+            ("landmark error (px, nearest true vertebra)", "landmark_error_matched_px"),
+            ("MAE angle 1 (deg)", "mae_pt"), ("MAE angle 2 (deg)", "mae_mt"), ("MAE angle 3 (deg)", "mae_tl"),
+            ("share with every angle within 5 deg (%)", "within_5deg_all_pct"),
+            ("share with all 17 levels right (%)", "levels_right_pct")]
+    table = "\n".join(_row(label, key, stage1_metrics, metrics) for label, key in rows)
+    return f"""# cobbnet bundled model: {name}
+
+Made {date.today().isoformat()} by `python -m cobbnet.training.ship`: `stage1.onnx` and
+`stage2.onnx` (ONNX, weights stored in fp16, arithmetic in fp32) run by the light install;
+`stage1.safetensors`/`stage2.safetensors` (fp16) with their JSON configs for fine-tuning;
+{size / 2**20:.1f} MB in all. `bundle.json` lists every file's sha256.
+
+## What it is
+- **Stage 1**, the paper's network: {m['backbone']} at a {m['input_size'][0]}x{m['input_size'][1]}
+  input, CenterNet-style heads (centre heatmap, centre offset, corner offsets) and a spine-mask
+  head, trained with the heterogeneous consistency loss ({loss['fwt']} FWT). It proposes
+  {CANDIDATES} candidate vertebrae; a chain (`cobbnet.spine.chain`) picks T1..L5 among them
+  by score, spacing and lateral smoothness, and fills a missed level by interpolation
+  (flagged `interpolated`).
+- **Stage 2**, a corner network on each vertebra's patch of the original radiograph (centred
+  on it, turned to its tilt, twice its width, {m2['patch_size']} px a side), read out by
+  {m2['head']}; its corners are mapped back to the radiograph.
+
+## Intended use
+Research, and decision support by people who read the radiograph themselves. It is **not a
+diagnostic device**: it has not been validated clinically, and its angles must be checked
+against the overlay it draws.
+
+## Data and licence
+AASCE 2019 (BoostNet) training split, 481 radiographs of 237 patients (grouped by the number
+before the view letter). Validation: a fixed holdout of {d['holdout']:.0%} of the patients
+(seed {d['fold_seed']}); no patient is on both sides. Faulty training labels: {d.get('faulty_labels')}.
+The AASCE images are under a research licence and are not distributed here; the weights are
+derived from them, so use them for research under the same terms.
+
+## Training
+- Stage 1: {t['epochs']} epochs from scratch (no ImageNet weights), batch {t['batch_size']},
+  Adam lr {t['lr']}, {t['warmup_steps']} warm-up steps, {t['lr_schedule']} schedule, weight
+  EMA {t.get('ema', 0)}, heatmap focal loss from logits: {loss.get('focal_logits')}.
+- Stage 2: {t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
+  {t2['jitter_centre']} widths, {t2['jitter_angle']} degrees and {t2['jitter_scale']} log-scale,
+  batch {t2['batch_size']}, AdamW lr {t2['lr']}.
+
+## Validation ({metrics.get('n_images', '?')} radiographs of held-out patients)
+
+| metric | stage 1 alone | stage 1 + 2 |
+| --- | --- | --- |
+{table}
+
+Angles 1-3 are the AASCE challenge's three values (angle 1 the largest), not regions.
+
+## Limits
+- A short CPU schedule, far from the paper's GPU training.
+- Radiographs unlike AASCE's (other views, implants, other scanners and populations) will
+  be read worse; the input gate rejects what is clearly not an AP spine radiograph.
+{notes}
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m cobbnet.training.ship", description=__doc__.split("\n")[0])
+    p.add_argument("stage1", type=Path)
+    p.add_argument("stage2", type=Path)
+    p.add_argument("--evaluation", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--notes", type=Path, default=None)
+    a = p.parse_args(argv)
+    print(ship(a.stage1, a.stage2, a.evaluation, a.out, a.notes.read_text(encoding="utf-8") if a.notes else ""))
+
+
+if __name__ == "__main__":
+    main()
