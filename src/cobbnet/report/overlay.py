@@ -15,10 +15,10 @@ import io
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib.util import find_spec
 from pathlib import Path
 
 import cv2
-import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -40,9 +40,14 @@ Rgb = tuple[int, int, int]
 
 @lru_cache(maxsize=64)
 def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans from matplotlib's data (it has the degree sign and the en dash)."""
+    """DejaVu Sans from matplotlib's data (it has the degree sign and the en dash).
+
+    Found without importing matplotlib, which would add about 0.2 s to every prediction.
+    """
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+    spec = find_spec("matplotlib")
+    root = Path(next(iter(spec.submodule_search_locations))) if spec else Path()
+    path = root / "mpl-data" / "fonts" / "ttf" / name
     try:
         return ImageFont.truetype(str(path), size)
     except OSError:
