@@ -91,10 +91,16 @@ def test_audit_reports_a_swapped_vertebra(copy_root):
     p2[[0, 1]] = p2[[1, 0]]  # T1's top-left and top-right swapped
     scipy.io.savemat(mat, {"p2": p2})
     result = invoke("audit", copy_root)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # findings: exit status 1, as --help says
     assert "corners-swapped-lr" in result.output
-    as_json = json.loads(invoke("audit", copy_root, "--json").output)
-    assert any(f["check"] == "corners-swapped-lr" for f in as_json)
+    as_json = invoke("audit", copy_root, "--json")
+    assert as_json.exit_code == 1
+    assert any(f["check"] == "corners-swapped-lr" for f in json.loads(as_json.output))
+
+
+def test_audit_of_clean_labels_exits_0(synth_root):
+    result = invoke("audit", synth_root)
+    assert result.exit_code == 0, result.output
 
 
 def test_help_explains_every_command():
@@ -173,11 +179,121 @@ def test_bad_size_flag(tmp_path):
 def test_export_writes_the_inference_graph_or_every_head(tmp_path, full):
     import onnx
 
-    from cobbnet.training.export import FULL_OUTPUTS
     from cobbnet.nn.model import PEAK_OUTPUTS
+    from cobbnet.training.export import FULL_OUTPUTS
 
     out = tmp_path / "model.onnx"
     result = invoke("export", "--onnx", out, *(["--full"] if full else []))
     assert result.exit_code == 0, result.output
     names = [o.name for o in onnx.load(str(out)).graph.output]
     assert names == list(FULL_OUTPUTS if full else PEAK_OUTPUTS)
+
+
+# ---- predict: the gate, the output folder, the batch ----
+
+
+def _folder_of_radiographs_and_junk(folder: Path) -> dict[str, str]:
+    """Synthetic radiographs, one stored sideways with an EXIF tag, and junk; name -> expected status."""
+    from PIL import Image
+
+    from cobbnet.io.synthetic import synth_sample
+
+    folder.mkdir(parents=True)
+    expected = {}
+    for i in range(2):
+        _, image, _ = synth_sample(i, 11, size=(768, 320))
+        Image.fromarray(image).save(folder / f"spine{i}.jpg", quality=92)
+        expected[f"spine{i}.jpg"] = "measured"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side; every viewer shows it upright
+    Image.fromarray(np.ascontiguousarray(np.rot90(image, 1))).save(folder / "exif.jpg", exif=exif, quality=92)
+    expected["exif.jpg"] = "measured"
+    Image.fromarray(np.ascontiguousarray(np.rot90(image, 1))).save(folder / "sideways.jpg", quality=92)
+    Image.fromarray(np.zeros((768, 320), np.uint8)).save(folder / "blank.png")
+    Image.fromarray(np.full((1, 1), 9, np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (768, 320), dtype=np.uint8)).save(folder / "noise.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    expected.update({n: "rejected" for n in ("sideways.jpg", "blank.png", "dot.png", "noise.png", "broken.jpg")})
+    return expected
+
+
+def test_predict_rejects_junk_measures_radiographs_and_exits_1(tmp_path):
+    folder = tmp_path / "mixed"
+    expected = _folder_of_radiographs_and_junk(folder)
+    out = tmp_path / "out"
+    result = invoke("predict", folder, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    rows = {r["input"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert len(rows) == len(expected)
+    for name, status in expected.items():
+        row = rows[str(folder / name)]
+        if status == "rejected":
+            assert row["status"] == "rejected", (name, row)
+            assert row["challenge_angle_1_deg"] == "", row
+            assert name in result.output  # one console line each
+        else:
+            assert row["status"] in ("ok", "uncertain"), (name, row)
+            assert row["challenge_angle_1_deg"] != ""
+    exif = json.loads((out / "exif.json").read_text())
+    assert (exif["input"]["width"], exif["input"]["height"]) == (320, 768)  # read upright
+    blank = json.loads((out / "blank.json").read_text())
+    assert blank["status"] == "rejected" and blank["reason"] and blank["curves"] == []
+
+
+def test_predict_unwritable_out_is_one_line_exit_2(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(tmp_path / "x.png")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    assert_user_error(invoke("predict", tmp_path / "x.png", "--out", blocker / "out"), "--out", "blocker")
+
+
+def test_predict_batch_size_must_be_at_least_1(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(tmp_path / "x.png")
+    assert_user_error(invoke("predict", tmp_path / "x.png", "--out", tmp_path / "o", "--batch-size", "0"),
+                      "--batch-size")
+    assert_user_error(invoke("evaluate", "--data", tmp_path, "--out", tmp_path / "e", "--batch-size", "0"),
+                      "--batch-size")
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_20_image_run_keeps_finished_rows_and_resume_finishes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from cobbnet.io.synthetic import synth_sample
+
+    folder, out = tmp_path / "twenty", tmp_path / "out"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(synth_sample(i, 5, size=(768, 320))[1]).save(folder / f"IM{i:04d}.jpg")
+    cmd = [sys.executable, "-m", "cobbnet", "predict", str(folder), "--out", str(out), "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    csv_path = out / "results.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if csv_path.is_file() and csv_path.read_text().count("\n") >= 4:  # header + 3 rows
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    text = csv_path.read_text()
+    assert text.endswith("\n")
+    done = list(csv.DictReader(text.splitlines()))
+    assert 3 <= len(done) < 20, output
+    assert all(r["status"] and r["warnings"] is not None for r in done)
+    assert "--resume" in output
+    finished = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=os.environ)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["input"] for r in rows] == [str(folder / f"IM{i:04d}.jpg") for i in range(20)]

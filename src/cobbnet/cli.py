@@ -169,7 +169,10 @@ def audit(
     split: Annotated[str, typer.Option(help="Split name.")] = "training",
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
 ) -> None:
-    """List labels that look wrong (swapped corners, order, self-intersection, outside, angle mismatch)."""
+    """List labels that look wrong (swapped corners, order, self-intersection, outside, angle mismatch).
+
+    Exit status 0 when the labels are clean, 1 when there are findings, 2 for unreadable input.
+    """
     from cobbnet.spine.audit import audit_split, findings_to_json, format_findings
 
     findings = audit_split(root, split)
@@ -177,6 +180,8 @@ def audit(
         sys.stdout.write(json.dumps(findings_to_json(findings), indent=2) + "\n")
     else:
         console.print(format_findings(findings), highlight=False, soft_wrap=True, markup=False)
+    if findings:
+        raise typer.Exit(1)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -235,6 +240,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
 ) -> None:
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1")
     from cobbnet.infer import evaluate as ev
     from cobbnet.io.aasce import read_split
 
@@ -263,56 +270,52 @@ def predict(
     out: Annotated[Path, typer.Option(help="Folder for per-image JSON, overlay PNGs and results.csv.")] = Path("cobbnet-out"),
     checkpoint: Annotated[Path | None, typer.Option(help="Weights (.safetensors); default: the bundled model.")] = None,
     precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Radiographs per network call (at least 1).")] = 4,
     overlay: Annotated[bool, typer.Option(help="Write an overlay PNG per image.")] = True,
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPUs without native bf16), torch or onnx.")] = "auto",
     report: Annotated[bool, typer.Option("--report", help="Also write a one-page PDF report per image.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose results are already in OUT (finish an interrupted run).")] = False,
 ) -> None:
-    """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph."""
-    from cobbnet.infer.predict import Predictor
-    from cobbnet.io.images import find_images
-    from cobbnet.io.outputs import write_json
-    from cobbnet.report.overlay import save_overlay, write_batch_csv
+    """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph.
 
-    files = find_images(paths)
-    if not files:
-        raise InputError(f"{', '.join(map(str, paths))}: no images found")
-    try:
-        predictor = Predictor(checkpoint, precision=precision, engine=engine)
-    except ValueError as err:
-        raise InputError(f"--engine/--precision: {err}") from None
-    errors: list[tuple[Path, str]] = []
-    records = []
+    Exit status 1 when an image was unreadable or rejected (not a usable AP spine radiograph),
+    2 for bad options or an unwritable --out (before the model loads).
+    """
+    from cobbnet.infer import batch
+
+    options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine,
+                            batch_size=batch_size, overlay=overlay, report=report, resume=resume)
     with _progress() as bar:
-        task = bar.add_task(f"predicting ({predictor.mode})", total=len(files))
-        for result in predictor.predict_paths(files, batch_size, errors):
-            stem = Path(result.name).stem
-            record = result.as_dict()
-            write_json(out / f"{stem}.json", record)
-            if overlay:
-                save_overlay(out / f"{stem}.png", result.image, result.landmarks, result.cobb, result.scores, title=result.name)
-            if report:
-                from cobbnet.report.pdf import write_report
+        task = bar.add_task("predicting")
 
-                write_report(record, result.image, out / f"{stem}.pdf")
-            records.append(record)
+        def start(n: int, mode: str) -> None:
+            bar.update(task, total=n, description=f"predicting ({mode})" if mode else "predicting")
+
+        def done(path: Path, record: dict | None, problem: str | None) -> None:
+            if problem is not None:
+                label = "rejected" if record is not None else "skipped"
+                err_console.print(f"[red]{label}:[/red] {problem}", highlight=False, soft_wrap=True)
             bar.advance(task, 1)
-        bar.advance(task, len(errors))
-    if records:
-        write_batch_csv(out / "results.csv", records)
-    table = Table(title=f"{len(records)} radiographs")
+
+        summary = batch.run(paths, options, on_start=start, on_done=done)
+    _predict_table(summary, out)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _predict_table(summary: Any, out: Path) -> None:
+    table = Table(title=f"{len(summary.records)} radiographs")
     for col in ("file", "status", "curves (major first)"):
         table.add_column(col)
-    for r in records:
+    for r in summary.records:
         curves = "; ".join(f"{c['region']} {c['cobb_angle']:.1f}° {c['upper_end_vertebra']}-{c['lower_end_vertebra']}"
                            f" apex {c['apex']}" for c in sorted(r["curves"], key=lambda c: not c["major"]))
-        table.add_row(r["input"]["path"], r["status"], curves or "none measured")
+        table.add_row(r["input"]["path"], r["status"], curves or (r.get("reason") or "none measured"))
     console.print(table)
-    console.print(f"results in {out}")
-    for _path, message in errors:
-        err_console.print(f"[red]skipped:[/red] {message}", highlight=False, soft_wrap=True)
-    if errors:
-        raise typer.Exit(1)
+    if summary.resumed:
+        console.print(f"{summary.resumed} of {summary.total} inputs already done (--resume)")
+    bad = len(summary.unreadable) + len(summary.rejected)
+    console.print(f"results in {out}" + (f"; {bad} unreadable or rejected" if bad else ""))
 
 
 @app.command()
