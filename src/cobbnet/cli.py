@@ -349,6 +349,26 @@ def export(
     console.print(f"wrote {path}")
 
 
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes; each loads the model once.")] = 1,
+    max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload accepted, in MB.")] = 64,
+) -> None:
+    """The REST service (/v1/predict, /v1/angles, /v1/report, /docs) and the correction page at /."""
+    try:
+        import uvicorn  # noqa: F401
+
+        from cobbnet.service.app import serve as run  # fastapi and python-multipart
+    except ImportError as err:
+        err_console.print(f"cobbnet serve needs the serve extra ({err.name or err} is missing): "
+                          "pip install 'cobbnet[serve]'", highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+    run(host, port, workers, int(max_upload_mb * 2**20))
+
+
 def main() -> None:
     app()
 
