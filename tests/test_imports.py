@@ -42,9 +42,7 @@ def _probe(target: str) -> subprocess.CompletedProcess:
     "cobbnet.spine",
     "cobbnet.report",
     "cobbnet.cli",
-    pytest.param("cobbnet.infer", marks=pytest.mark.xfail(
-        strict=False, reason="infer/predict.py and infer/bundle.py still import torch; "
-                             "their torch-free rewrite is under way")),
+    "cobbnet.infer",
 ])
 def test_core_imports_no_torch(target):
     result = _probe(target)

@@ -200,3 +200,21 @@ def test_the_predictor_prediction_class_validates(old_prediction):
     values = {**vars(_full(old_prediction, status="ok")), "image": None}
     pred = Prediction(**{k: v for k, v in values.items() if k in names})
     _check(pred.as_dict())
+
+
+def test_cobbnet_predict_writes_valid_results_and_a_report(tmp_path):
+    """The JSON that ``cobbnet predict`` writes with the bundled model validates."""
+    from typer.testing import CliRunner
+
+    from cobbnet.cli import app
+
+    example = resources.files("cobbnet") / "examples" / "synthetic-spine.jpg"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["predict", str(example), "--out", str(out), "--report"])
+    assert result.exit_code == 0, result.output
+    (json_file,) = sorted(out.glob("*.json"))
+    record = json.loads(json_file.read_text())
+    _check(record)
+    assert record["model"] is not None and record["input"]["path"] == str(example)
+    (pdf,) = sorted(out.glob("*.pdf"))
+    assert pdf.read_bytes()[:5] == b"%PDF-"
