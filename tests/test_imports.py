@@ -75,3 +75,12 @@ def test_a_missing_training_module_inside_any_command_is_one_line(monkeypatch):
         evaluate()
     assert exit_info.value.exit_code == 2
     assert "torch" in TRAIN_MODULES
+
+
+def test_one_version():
+    """pyproject.toml reads the version from cobbnet.__version__, so the two agree."""
+    from importlib.metadata import version
+
+    import cobbnet
+
+    assert version("cobbnet") == cobbnet.__version__ == "0.2.0"
