@@ -244,9 +244,17 @@ function fit() {
   setView({ x: -margin, y: -margin, w: state.width + 2 * margin, h: state.height + 2 * margin });
 }
 
+function focusedCorner() {
+  const h = document.activeElement;
+  if (!h || !h.classList || !h.classList.contains("handle")) return null;
+  const [x, y] = state.corners[+h.dataset.v][+h.dataset.c];
+  return { x, y };
+}
+
 function zoom(factor, at = null) {
+  // around the pointer, else the focused corner, else the middle of the view
   const v = state.view;
-  const p = at || { x: v.x + v.w / 2, y: v.y + v.h / 2 };
+  const p = at || focusedCorner() || { x: v.x + v.w / 2, y: v.y + v.h / 2 };
   setView({ x: p.x - (p.x - v.x) / factor, y: p.y - (p.y - v.y) / factor, w: v.w / factor, h: v.h / factor });
 }
 
