@@ -401,12 +401,15 @@ def test_serve_passes_its_options_to_uvicorn(monkeypatch):
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append((a, k)))
     monkeypatch.setenv(service_app.MAX_UPLOAD_ENV, "1")  # restored after the test
-    result = CliRunner().invoke(app, ["serve", "--port", "8123", "--workers", "2", "--max-upload-mb", "8"])
+    monkeypatch.setenv(service_app.THREADS_ENV, "1")
+    result = CliRunner().invoke(app, ["serve", "--port", "8123", "--workers", "2", "--max-upload-mb", "8",
+                                      "--threads", "3"])
     assert result.exit_code == 0, result.output
     (args, kwargs), = calls
     assert args == ("cobbnet.service.app:create_app",)
     assert kwargs["factory"] and kwargs["port"] == 8123 and kwargs["workers"] == 2 and kwargs["host"] == "127.0.0.1"
     assert create_app(object()).state.service.max_upload_bytes == 8 * 2**20
+    assert service_app.os.environ[service_app.THREADS_ENV] == "3"
 
 
 # -- schemathesis: requests made from the OpenAPI document -------------------------------------
@@ -458,3 +461,38 @@ def test_requests_from_the_openapi_document_never_get_a_500(api_schema, method, 
         case.call_and_validate(excluded_checks=[schemathesis.checks.positive_data_acceptance])
 
     check()
+
+
+@pytest.mark.slow  # starts `cobbnet serve` twice: about a minute
+def test_two_workers_serve_concurrent_predictions_and_lose_none():
+    from load import run_load  # benchmarks/load.py
+
+    run = run_load(workers=2, requests=6, concurrency=6, image=EXAMPLE, timeout_s=240)
+    assert run["statuses"] == {"200": 6} and run["served_identical"] == 6 and run["lost"] == 0, run
+
+
+def test_report_with_its_radiograph(client, example_result, uploads_dir):
+    pytest.importorskip("cobbnet.report.pdf", reason="the PDF report module is not in this build")
+    form = {"result": json.dumps(example_result)}
+    response = client.post("/v1/report", data=form, files={"file": (EXAMPLE.name, EXAMPLE.read_bytes(), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    with_image = response.content
+    assert with_image.startswith(b"%PDF")
+    without = client.post("/v1/report", data=form, files={"other": ("x", b"")}).content
+    assert without.startswith(b"%PDF") and len(with_image) > len(without)  # the radiograph is drawn in
+
+
+def test_report_multipart_errors(client, example_result, uploads_dir):
+    good = json.dumps(example_result)
+    png = _encoded("PNG")
+    small_png = io.BytesIO()
+    Image.new("L", (64, 128)).save(small_png, format="PNG")
+    cases = [
+        ({"result": good}, {"file": ("notes.jpg", b"text", "image/jpeg")}, 400, "unreadable_image"),
+        ({"result": good}, {"file": ("scan.gif", b"GIF89a", "image/gif")}, 415, "unsupported_media_type"),
+        ({"result": good}, {"file": ("small.png", small_png.getvalue(), "image/png")}, 422, "invalid_request"),
+        ({"result": "{not json"}, {"file": ("spine.png", png, "image/png")}, 422, "invalid_request"),
+        ({"other": good}, {"file": ("spine.png", png, "image/png")}, 422, "invalid_request"),
+    ]
+    for data, files, status, code in cases:
+        assert_error(client.post("/v1/report", data=data, files=files), status, code)

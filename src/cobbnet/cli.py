@@ -356,6 +356,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes; each loads the model once.")] = 1,
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload accepted, in MB.")] = 64,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per worker; default: the CPUs shared among the workers.")] = None,
 ) -> None:
     """The REST service (/v1/predict, /v1/angles, /v1/report, /docs) and the correction page at /."""
     try:
@@ -366,7 +367,7 @@ def serve(
         err_console.print(f"cobbnet serve needs the serve extra ({err.name or err} is missing): "
                           "pip install 'cobbnet[serve]'", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(2) from None
-    run(host, port, workers, int(max_upload_mb * 2**20))
+    run(host, port, workers, int(max_upload_mb * 2**20), threads)
 
 
 def main() -> None:

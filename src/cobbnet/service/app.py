@@ -51,10 +51,11 @@ from cobbnet.service.schemas import (
     add_result_schema,
     error_responses,
 )
-from cobbnet.service.uploads import Upload, UploadError, receive_upload
+from cobbnet.service.uploads import RESULT_FIELD, Upload, UploadError, receive_upload, too_large
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 2**20
-MAX_UPLOAD_ENV = "COBBNET_MAX_UPLOAD_BYTES"  # how serve() passes the limit to worker processes
+MAX_UPLOAD_ENV = "COBBNET_MAX_UPLOAD_BYTES"  # how serve() passes its settings to worker processes
+THREADS_ENV = "COBBNET_SERVE_THREADS"
 PREVIEW_MAX_SIDE = 4096  # the preview PNG is shrunk to at most this many pixels a side
 STATIC = "static"
 OPENAPI_FILE = "openapi.json"
@@ -83,7 +84,8 @@ class Service:
             if self.predictor is None:
                 from cobbnet.infer.predict import Predictor
 
-                self.predictor = Predictor()
+                threads = os.environ.get(THREADS_ENV)
+                self.predictor = Predictor(threads=int(threads) if threads else None)
             return self.predictor
 
     def predict(self, upload: Upload) -> dict[str, Any]:
@@ -105,16 +107,7 @@ class Service:
         """The uploaded radiograph as an 8-bit grayscale PNG, at most PREVIEW_MAX_SIDE a side."""
         from PIL import Image
 
-        from cobbnet.io.images import image_kind, read_image
-
-        try:
-            image_kind(upload.path)
-        except InputError as err:
-            raise UploadError(415, "unsupported_media_type", _shown(err, upload)) from None
-        try:
-            image = Image.fromarray(read_image(upload.path))
-        except InputError as err:
-            raise UploadError(400, "unreadable_image", _shown(err, upload)) from None
+        image = Image.fromarray(self._image(upload))
         image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -125,7 +118,8 @@ class Service:
             self._info = _model_info(self.get_predictor())
         return self._info
 
-    def report(self, result: dict[str, Any]) -> bytes:
+    def report(self, result: dict[str, Any], upload: Upload | None) -> bytes:
+        """The PDF of a result JSON, drawn over its radiograph when ``upload`` has it."""
         try:
             from cobbnet.report.pdf import report_pdf
             from cobbnet.report.result import validate_result
@@ -136,9 +130,28 @@ class Service:
         except ImportError as err:
             raise UploadError(501, "not_implemented", _one_line(err)) from None
         except (InputError, ValueError, TypeError, KeyError) as err:
-            raise UploadError(422, "invalid_request", f"result: {_one_line(err)}") from None
+            raise UploadError(422, "invalid_request", _one_line(err)) from None
+        image = None if upload is None else self._image(upload)
+        if image is not None:
+            size, given = (image.shape[1], image.shape[0]), (result["input"]["width"], result["input"]["height"])
+            if size != given:
+                raise UploadError(422, "invalid_request", f"{upload.name}: the image is {size[0]}x{size[1]} pixels "
+                                                          f"but the result is for {given[0]}x{given[1]}")
         with self._report_lock:
-            return report_pdf(result, None)
+            return report_pdf(result, image)
+
+    def _image(self, upload: Upload) -> np.ndarray:
+        """The upload as ``(H, W)`` uint8; UploadError 415/400 when it cannot be read."""
+        from cobbnet.io.images import image_kind, read_image
+
+        try:
+            image_kind(upload.path)
+        except InputError as err:
+            raise UploadError(415, "unsupported_media_type", _shown(err, upload)) from None
+        try:
+            return read_image(upload.path)
+        except InputError as err:
+            raise UploadError(400, "unreadable_image", _shown(err, upload)) from None
 
 
 def _one_line(error: BaseException) -> str:
@@ -216,6 +229,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def upload_error(request: Request, exc: UploadError) -> JSONResponse:
         return _error(exc.status, exc.code, str(exc))
 
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        return _error(400, "bad_request", "client disconnected")  # nobody reads it; the upload is gone
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "invalid_request", _validation_detail(exc.errors()))
@@ -234,7 +251,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def require_json(request: Request) -> None:
     """415 for a body that is not declared as JSON (before the body is read)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = _media_type(request)
     if kind not in JSON_TYPES and not kind.endswith("+json"):
         raise UploadError(415, "unsupported_media_type",
                           f"request body: expected application/json, got {kind or 'none'}")
@@ -244,12 +261,38 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def _json_body(request: Request) -> Any:
-    """The body as strict JSON (no NaN or Infinity), or UploadError(422)."""
+def _strict_json(data: bytes | None, where: str) -> Any:
+    """``data`` as strict JSON (no NaN or Infinity), or UploadError(422)."""
+    if data is None:
+        raise UploadError(422, "invalid_request", f"{where}: missing")
     try:
-        return json.loads(await request.body(), parse_constant=_no_constant)
+        return json.loads(data, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as err:
-        raise UploadError(422, "invalid_request", f"request body: not valid JSON ({_one_line(err)})") from None
+        raise UploadError(422, "invalid_request", f"{where}: not valid JSON ({_one_line(err)})") from None
+
+
+async def _body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refused (413) as soon as it grows past ``max_bytes``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large(max_bytes)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > max_bytes:
+            raise too_large(max_bytes)
+    return bytes(data)
+
+
+def _result_of(data: bytes | None) -> dict[str, Any]:
+    result = _strict_json(data, RESULT_FIELD if data is None else "result")
+    if not isinstance(result, dict):
+        raise UploadError(422, "invalid_request", "result: expected a result JSON object")
+    return result
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def _parsed(model: type[BaseModel], data: Any) -> Any:
@@ -308,11 +351,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                          **error_responses(400, 413, 415, 422)},
               openapi_extra=UPLOAD_BODY)
     async def predict(request: Request) -> Response:
-        try:
-            async with _upload(request, service) as upload:
-                record = await run_in_threadpool(service.predict, upload)
-        except ClientDisconnect:
-            return _error(400, "bad_request", "client disconnected")
+        async with _upload(request, service) as form:
+            record = await run_in_threadpool(service.predict, form.file)
         return JSONResponse(json_safe(record))
 
     @app.post("/v1/preview", summary="The uploaded radiograph as an 8-bit grayscale PNG (for TIFF and DICOM)",
@@ -321,29 +361,31 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                          **error_responses(400, 413, 415, 422)},
               openapi_extra=UPLOAD_BODY)
     async def preview(request: Request) -> Response:
-        try:
-            async with _upload(request, service) as upload:
-                png = await run_in_threadpool(service.preview, upload)
-        except ClientDisconnect:
-            return _error(400, "bad_request", "client disconnected")
+        async with _upload(request, service) as form:
+            png = await run_in_threadpool(service.preview, form.file)
         return Response(png, media_type="image/png")
 
     @app.post("/v1/angles", summary="Cobb angles and curves of (edited) corners, by the challenge's rules",
               dependencies=[Depends(require_json)], openapi_extra=ANGLES_BODY,
-              responses={200: ANGLES_OK, **error_responses(415, 422)})
+              responses={200: ANGLES_OK, **error_responses(413, 415, 422)})
     async def angles(request: Request) -> JSONResponse:
-        body = _parsed(AnglesRequest, await _json_body(request))
+        body = _parsed(AnglesRequest, _strict_json(await _body(request, service.max_upload_bytes), "request body"))
         return JSONResponse(json_safe(angles_record(np.asarray(body.landmarks, dtype=np.float64), body.height)))
 
-    @app.post("/v1/report", summary="The PDF report of a result", response_class=Response,
+    @app.post("/v1/report", summary="The PDF report of a result, with its radiograph when one is sent",
+              response_class=Response,
               responses={200: {"content": {"application/pdf": {}}, "description": "the PDF report"},
-                         **error_responses(415, 422, 501)},
-              dependencies=[Depends(require_json)], openapi_extra=REPORT_BODY)
+                         **error_responses(400, 413, 415, 422, 501)},
+              openapi_extra=REPORT_BODY)
     async def report(request: Request) -> Response:
-        result = await _json_body(request)
-        if not isinstance(result, dict):
-            raise UploadError(422, "invalid_request", "request body: expected a result JSON object")
-        pdf = await run_in_threadpool(service.report, result)
+        if _media_type(request) == "multipart/form-data":
+            async with _upload(request, service, (RESULT_FIELD,), file_required=False) as form:
+                result = _result_of(form.fields.get(RESULT_FIELD))
+                pdf = await run_in_threadpool(service.report, result, form.file)
+        else:
+            require_json(request)
+            result = _result_of(await _body(request, service.max_upload_bytes))
+            pdf = await run_in_threadpool(service.report, result, None)
         path = (result.get("input") or {}).get("path")
         stem = Path(path).stem if isinstance(path, str) and path else "cobbnet"
         return Response(pdf, media_type="application/pdf",
@@ -362,9 +404,9 @@ def _ascii(text: str) -> str:
     return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in text)[:100]
 
 
-def _upload(request: Request, service: Service):
+def _upload(request: Request, service: Service, fields: tuple[str, ...] = (), file_required: bool = True):
     return receive_upload(request.stream(), request.headers.get("content-type"),
-                          request.headers.get("content-length"), service.max_upload_bytes)
+                          request.headers.get("content-length"), service.max_upload_bytes, fields, file_required)
 
 
 def openapi_path() -> Path:
@@ -378,11 +420,18 @@ def openapi_text(app: FastAPI | None = None) -> str:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
-    """Run the service with uvicorn; each of ``workers`` processes loads the model once."""
+          max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, threads: int | None = None) -> None:
+    """Run the service with uvicorn; each of ``workers`` processes loads the model once.
+
+    ``threads``: ONNX Runtime threads per worker; default the CPU count shared out among the
+    workers, so that two workers on two cores do not each start two threads.
+    """
     import uvicorn
 
-    os.environ[MAX_UPLOAD_ENV] = str(max_upload_bytes)  # read by create_app in every worker
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    # read by create_app in every worker process
+    os.environ[MAX_UPLOAD_ENV] = str(max_upload_bytes)
+    os.environ[THREADS_ENV] = str(threads)
     uvicorn.run("cobbnet.service.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="info")
 

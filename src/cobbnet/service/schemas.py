@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from cobbnet.service.uploads import FILE_FIELD
+from cobbnet.service.uploads import FILE_FIELD, RESULT_FIELD
 
 MAX_COORDINATE = 1e5  # pixels; far beyond any radiograph, small enough for exact float geometry
 RESULT = "Result"
@@ -70,8 +70,14 @@ ANGLES_BODY = {"requestBody": {"required": True, "content": {"application/json":
     "schema": {"$ref": f"#/components/schemas/{ANGLES_REQUEST}"}}}}}
 ANGLES_OK = {"description": "the curves and the challenge's angles, as in the result JSON",
              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ANGLES_RESPONSE}"}}}}
-REPORT_BODY = {"requestBody": {"required": True, "description": "a result JSON, e.g. as corrected on the page",
-                               "content": {"application/json": {"schema": RESULT_REF}}}}
+REPORT_BODY = {"requestBody": {
+    "required": True, "description": "a result JSON (e.g. as corrected on the page); as multipart, with its radiograph",
+    "content": {"application/json": {"schema": RESULT_REF},
+                "multipart/form-data": {"schema": {
+                    "type": "object", "required": [RESULT_FIELD],
+                    "properties": {RESULT_FIELD: {"type": "string", "description": "the result JSON, as text"},
+                                   FILE_FIELD: {"type": "string", "format": "binary",
+                                                "description": "the radiograph the result is of (optional)"}}}}}}}
 
 
 def _rewrite_refs(node: Any) -> Any:

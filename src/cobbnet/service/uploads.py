@@ -20,6 +20,7 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from cobbnet.io.images import DICOM_SUFFIXES, IMAGE_SUFFIXES
 
 FILE_FIELD = "file"  # the multipart field that carries the image
+RESULT_FIELD = "result"  # /v1/report's multipart field with the result JSON
 # a part's declared type stands in for a missing suffix (e.g. a browser's "blob")
 SUFFIX_BY_TYPE = {"image/jpeg": ".jpg", "image/png": ".png", "image/tiff": ".tif", "image/bmp": ".bmp",
                   "application/dicom": DICOM_SUFFIXES[0]}
@@ -43,6 +44,14 @@ class Upload:
     size: int
 
 
+@dataclass
+class Form:
+    """A received multipart body: the ``file`` part (or None) and the text fields asked for."""
+
+    file: Upload | None
+    fields: dict[str, bytes]
+
+
 def upload_suffix(name: str, content_type: str) -> str:
     """The suffix to store ``name`` under, or UploadError(415) for a type cobbnet cannot read.
 
@@ -63,8 +72,7 @@ def multipart_boundary(content_type: str | None) -> bytes:
     kind, params = parse_options_header(content_type or "")
     if kind != b"multipart/form-data":
         shown = kind.decode("latin-1") or "none"
-        raise UploadError(415, "unsupported_media_type",
-                          f"request body: expected multipart/form-data with a '{FILE_FIELD}' part, got {shown}")
+        raise UploadError(415, "unsupported_media_type", f"request body: expected multipart/form-data, got {shown}")
     boundary = params.get(b"boundary", b"")
     if not boundary or len(boundary) > 70:  # RFC 2046: 1 to 70 characters
         raise UploadError(400, "bad_request", "request body: multipart/form-data without a valid boundary")
@@ -72,10 +80,14 @@ def multipart_boundary(content_type: str | None) -> bytes:
 
 
 class _FilePart:
-    """Parser callbacks that write the ``file`` part into ``folder`` and ignore other parts."""
+    """Parser callbacks that write the ``file`` part into ``folder``, keep the text fields
+    named in ``keep`` in memory (the body's limit bounds them), and ignore other parts."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, keep: tuple[str, ...] = ()):
         self.folder = folder
+        self.keep = keep
+        self.fields: dict[str, bytes] = {}
+        self._keeping: str | None = None
         self.upload: Upload | None = None
         self.ended = False
         self._headers: dict[bytes, bytes] = {}
@@ -104,8 +116,12 @@ class _FilePart:
 
     def _headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
-        if params.get(b"name") != FILE_FIELD.encode() or self.upload is not None:
-            self._writing = False  # another field, or a second file: not kept
+        field = params.get(b"name", b"").decode("utf-8", "replace")
+        self._keeping = field if field in self.keep and field not in self.fields else None
+        if self._keeping is not None:
+            self.fields[field] = b""
+        if field != FILE_FIELD or self.upload is not None:
+            self._writing = False  # another field, or a second file: not written
             return
         name = Path(params.get(b"filename", b"").decode("utf-8", "replace")).name[:MAX_NAME_CHARS] or "upload"
         content_type = parse_options_header(self._headers.get(b"content-type", b""))[0].decode("latin-1")
@@ -115,11 +131,14 @@ class _FilePart:
         self.upload = Upload(Path(out.name), name, 0)
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._keeping is not None:
+            self.fields[self._keeping] += data[start:end]
         if self._writing:
             self._out.write(data[start:end])
             self.upload.size += end - start
 
     def _part_end(self) -> None:
+        self._keeping = None
         if self._writing:
             self._out.close()
             self._writing = False
@@ -134,24 +153,27 @@ class _FilePart:
 
 @contextlib.asynccontextmanager
 async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None,
-                         content_length: str | None, max_bytes: int) -> AsyncIterator[Upload]:
-    """Stream a multipart body into a temporary file; yield it; always delete it.
+                         content_length: str | None, max_bytes: int, fields: tuple[str, ...] = (),
+                         file_required: bool = True) -> AsyncIterator[Form]:
+    """Stream a multipart body, its ``file`` part into a temporary file; yield the Form; always
+    delete the file.
 
-    ``chunks`` is the raw body (``request.stream()``). Raises UploadError: 413 as soon as more
-    than ``max_bytes`` arrive (or when Content-Length already says so), 415 for a body that is
-    not multipart or a file type cobbnet cannot read, 400 for a malformed body, 422 for a
-    body without a ``file`` part. A client that goes away raises whatever ``chunks`` raises.
+    ``chunks`` is the raw body (``request.stream()``); ``fields`` the text fields to keep.
+    Raises UploadError: 413 as soon as more than ``max_bytes`` arrive (or when Content-Length
+    already says so), 415 for a body that is not multipart or a file type cobbnet cannot read,
+    400 for a malformed body, 422 for a body without a ``file`` part when ``file_required``.
+    A client that goes away raises whatever ``chunks`` raises.
     """
     boundary = multipart_boundary(content_type)
     with _refuse_large(content_length, max_bytes), tempfile.TemporaryDirectory(prefix="cobbnet-") as folder:
-        part = _FilePart(Path(folder))
+        part = _FilePart(Path(folder), fields)
         parser = MultipartParser(boundary, part.callbacks())
         received = 0
         try:
             async for chunk in chunks:
                 received += len(chunk)
                 if received > max_bytes:
-                    raise _too_large(max_bytes)
+                    raise too_large(max_bytes)
                 parser.write(chunk)
             parser.finalize()
         except MultipartParseError as err:
@@ -160,12 +182,13 @@ async def receive_upload(chunks: AsyncIterator[bytes], content_type: str | None,
             part.close()
         if not part.ended:
             raise UploadError(400, "bad_request", "request body: multipart data ended before its closing boundary")
-        if part.upload is None:
+        if part.upload is None and file_required:
             raise UploadError(422, "invalid_request", f"request body: no '{FILE_FIELD}' part with the image")
-        yield part.upload
+        yield Form(part.upload, part.fields)
 
 
-def _too_large(max_bytes: int) -> UploadError:
+def too_large(max_bytes: int) -> UploadError:
+    """413: the body is over the limit."""
     return UploadError(413, "too_large", f"request body: larger than the limit of {_megabytes(max_bytes)}")
 
 
@@ -177,5 +200,5 @@ def _megabytes(n: int) -> str:
 def _refuse_large(content_length: str | None, max_bytes: int) -> Iterator[None]:
     """Refuse at once a body whose declared length is over the limit (nothing is read)."""
     if content_length is not None and content_length.strip().isdigit() and int(content_length) > max_bytes:
-        raise _too_large(max_bytes)
+        raise too_large(max_bytes)
     yield

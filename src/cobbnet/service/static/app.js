@@ -25,6 +25,7 @@ const state = {
   width: 100,
   height: 100,
   imageUrl: null,
+  file: null, // the radiograph as opened
   inFlight: null, // the /v1/angles request under way (a Promise)
   again: false, // corners changed while a request was under way
   seq: 0,
@@ -80,6 +81,7 @@ async function openFile(file) {
     }
     const result = await response.json();
     await showImage(file, result.input.width, result.input.height);
+    state.file = file; // sent again with the PDF request, so the report shows the radiograph
     load(result);
   } catch (err) {
     alarm(`${file.name}: the service could not be reached (${err.message})`);
@@ -590,9 +592,10 @@ async function download(kind) {
     save(new Blob([csvText(r)], { type: "text/csv" }), `${stem()}-corrected.csv`);
   } else {
     say("Making the PDF report…");
-    const response = await fetch("/v1/report", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(r),
-    });
+    const form = new FormData();
+    form.append("result", JSON.stringify(r));
+    if (state.file) form.append("file", state.file, state.file.name);
+    const response = await fetch("/v1/report", { method: "POST", body: form });
     if (!response.ok) {
       alarm(await errorText(response));
       return;
