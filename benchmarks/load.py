@@ -8,7 +8,7 @@ came back whole and identical; ``lost`` counts the requests that got no answer a
 Bounded: ``--requests`` in count, ``--timeout`` seconds in time for each run.
 
     python benchmarks/load.py                                        # the bundled example
-    python benchmarks/load.py --requests 64 --concurrency 16 --workers 1 2 4 --out /tmp/load.json
+    python benchmarks/load.py --runs 1 1x1 2 4x1 --requests 64 --out /tmp/load.json   # 1x1: one worker, one thread
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ def _example() -> Path:
     return example_path()
 
 
-def start_service(workers: int, port: int, log: Path, startup_s: float) -> subprocess.Popen:
+def start_service(workers: int, port: int, log: Path, startup_s: float,
+                  threads: int | None = None) -> subprocess.Popen:
     """``cobbnet serve`` in a child process; returns once every worker has loaded its model."""
     cmd = [sys.executable, "-m", "cobbnet", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers)]
+           "--workers", str(workers), *(["--threads", str(threads)] if threads else [])]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + startup_s
     while log.read_text(errors="replace").count(STARTUP_LINE) < workers:
@@ -133,15 +134,16 @@ async def _load(base: str, name: str, data: bytes, workers: int, requests: int, 
 
 
 def run_load(workers: int, requests: int, concurrency: int, image: Path, timeout_s: float = 300,
-             startup_s: float = 180) -> dict[str, Any]:
-    """One bounded run against a fresh ``cobbnet serve --workers WORKERS``."""
+             startup_s: float = 180, threads: int | None = None) -> dict[str, Any]:
+    """One bounded run against a fresh ``cobbnet serve --workers WORKERS [--threads THREADS]``."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="cobbnet-load-") as folder:
         log = Path(folder) / "serve.log"
-        proc = start_service(workers, port, log, startup_s)
+        proc = start_service(workers, port, log, startup_s, threads)
         try:
-            return asyncio.run(_load(f"http://127.0.0.1:{port}", image.name, image.read_bytes(), workers,
-                                     requests, concurrency, timeout_s))
+            run = asyncio.run(_load(f"http://127.0.0.1:{port}", image.name, image.read_bytes(), workers,
+                                    requests, concurrency, timeout_s))
+            return {"threads_per_worker": threads or max(1, (os.cpu_count() or 1) // workers), **run}
         except RuntimeError as err:
             raise RuntimeError(f"{err}\nthe service's log ends:\n{log.read_text(errors='replace')[-4000:]}") from None
         finally:
@@ -162,11 +164,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['image']['name']} ({report['image']['width']}x{report['image']['height']}, "
              f"{report['image']['bytes']} bytes), {report['machine']['cpus']} CPUs ({report['machine']['cpu']}), "
              f"load average {report['machine']['load_average_1min']} at the start. Command: `{report['command']}`", "",
-             "| workers | requests | concurrency | served identical | lost | throughput (/s) | p50 (s) | p95 (s) | max (s) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| workers | threads each | requests | concurrency | served identical | lost | throughput (/s) | p50 (s) | p95 (s) | max (s) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["runs"]:
         lat = r["latency_s"]
-        lines.append(f"| {r['workers']} | {r['requests']} | {r['concurrency']} | {r['served_identical']} | {r['lost']} "
+        lines.append(f"| {r['workers']} | {r['threads_per_worker']} | {r['requests']} | {r['concurrency']} | {r['served_identical']} | {r['lost']} "
                      f"| {r['throughput_per_s']} | {lat['p50']} | {lat['p95']} | {lat['max']} |")
     return "\n".join(lines) + "\n"
 
@@ -175,7 +177,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=32, help="predictions per run (default 32)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight at once (default 16)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    parser.add_argument("--runs", nargs="+", default=["1", "2"], metavar="W[xT]",
+                        help="one run per item: W workers, each with T inference threads "
+                             "(default T: cobbnet serve's, the CPUs shared among the workers); default 1 2")
     parser.add_argument("--image", type=Path, help="the radiograph to post (default: the bundled example)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds each run may take (default 300)")
     parser.add_argument("--out", type=Path, default=RESULTS / "load.json", help="JSON to write (and a .md beside it)")
@@ -191,14 +195,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         width, height = im.size
     report = {
         "date": dt.date.today().isoformat(),
-        "command": "python benchmarks/load.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python benchmarks/load.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {"cpus": os.cpu_count(), "cpu": _cpu(), "python": platform.python_version(),
                     "load_average_1min": round(os.getloadavg()[0], 2)},
         "image": {"name": image.name, "width": width, "height": height, "bytes": image.stat().st_size},
         "runs": [],
     }
-    for workers in args.workers:
-        run = run_load(workers, args.requests, args.concurrency, image, args.timeout)
+    for spec in args.runs:
+        workers, _, threads = spec.partition("x")
+        run = run_load(int(workers), args.requests, args.concurrency, image, args.timeout,
+                       threads=int(threads) if threads else None)
         print(json.dumps(run), flush=True)
         report["runs"].append(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
