@@ -246,3 +246,18 @@ def test_a_dropped_file_is_read(page):
     page.wait_for_function("document.querySelectorAll('#outlines polygon').length === 17")
     assert page.locator("#drop").is_hidden()
     assert page.evaluate("window.cobbnet.state.result.input.path") == "dropped.jpg"
+
+
+def test_a_tiff_is_shown_through_the_preview(page, tmp_path):
+    from PIL import Image
+
+    from cobbnet.io.images import read_image
+
+    tiff = tmp_path / "spine.tif"
+    Image.fromarray(read_image(example_path())).save(tiff)
+    with page.expect_response("**/v1/preview") as preview:
+        page.set_input_files("#file", str(tiff))
+    assert preview.value.status == 200 and preview.value.headers["content-type"] == "image/png"
+    page.wait_for_function("document.querySelectorAll('#outlines polygon').length === 17")
+    assert page.get_attribute("#radiograph", "href").startswith("blob:")
+    assert page.get_attribute("#radiograph", "height") == "1980"

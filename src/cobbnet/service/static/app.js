@@ -121,6 +121,7 @@ async function showImage(file, width, height) {
 }
 
 function load(result) {
+  state.seq += 1; // an answer still on its way belongs to the previous radiograph
   state.result = result;
   state.corners = result.vertebrae.map((v) => v.corners.map((p) => [p[0], p[1]]));
   state.derived = { curves: result.curves, challenge: result.challenge };
