@@ -10,13 +10,19 @@ import onnx
 import pytest
 import torch
 
-from cobbnet.training import checkpoint
-from cobbnet.training.config import Config
-from cobbnet.nn.decode import decode
 from cobbnet.errors import InputError
-from cobbnet.training.export import FULL_OUTPUTS, OnnxRunner, cached_onnx, export_onnx, runner_for_checkpoint
+from cobbnet.nn.decode import decode
 from cobbnet.nn.heads import HEADS, STRIDE
 from cobbnet.nn.model import PEAK_OUTPUTS, ModelConfig, PeakNet, build_model
+from cobbnet.training import checkpoint
+from cobbnet.training.config import Config
+from cobbnet.training.export import (
+    FULL_OUTPUTS,
+    OnnxRunner,
+    cached_onnx,
+    export_onnx,
+    runner_for_checkpoint,
+)
 
 SIZE = (256, 128)
 
@@ -151,3 +157,25 @@ def test_bad_onnx_file_is_an_input_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a graph")
     with pytest.raises(InputError, match=str(bad)):
         OnnxRunner(bad)
+
+
+def test_cached_graph_is_checked_and_rebuilt_when_broken(small_checkpoint: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("COBBNET_CACHE", str(tmp_path / "cache"))
+    graph = cached_onnx(small_checkpoint)
+    first = capsys.readouterr().err
+    assert "exporting" in first and str(graph) in first and len(first.strip().splitlines()) == 1
+    cached_onnx(small_checkpoint)
+    assert capsys.readouterr().err == ""  # a sound cached graph: used silently
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    graph.write_bytes(bytes(data))
+    assert cached_onnx(small_checkpoint) == graph
+    assert "broken" in capsys.readouterr().err
+    OnnxRunner(graph, threads=1)  # loadable again
+    graph.with_suffix(".json").unlink()  # a graph of unknown origin
+    cached_onnx(small_checkpoint)
+    assert "stamp" in capsys.readouterr().err
+    graph.write_bytes(b"")  # truncated to nothing, stamp kept
+    cached_onnx(small_checkpoint)
+    assert "broken" in capsys.readouterr().err and graph.stat().st_size > 1000

@@ -16,10 +16,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cobbnet.training.config import Config, from_dict
 from cobbnet.errors import InputError
-from cobbnet.nn.model import CobbNet, build_model
 from cobbnet.io.outputs import atomic_path, write_json
+from cobbnet.nn.model import CobbNet, build_model
+from cobbnet.training.config import Config, from_dict
 
 FORMAT = "cobbnet-checkpoint"
 VERSION = 1
@@ -74,10 +74,27 @@ def load(checkpoint: str | os.PathLike, map_location: str = "cpu") -> tuple[Cobb
         model = build_model(cfg.model)
     except (RuntimeError, ValueError) as err:
         raise InputError(f"{meta}: config does not fit this code ({err})") from None
+    load_weights(weights, model, map_location)
+    return model.eval(), cfg
+
+
+def load_weights(weights: str | os.PathLike, model: torch.nn.Module, map_location: str = "cpu") -> None:
+    """Read a safetensors file into ``model`` (float32), or raise InputError naming the file and
+    the tensor: unreadable, a float parameter stored as integers, NaN or infinite values, or
+    names and shapes that do not fit the model."""
+    weights = Path(weights)
     try:
         state = load_file(str(weights), device=map_location)
     except (SafetensorError, OSError) as err:
         raise InputError(f"{weights}: not a readable safetensors file ({err})") from None
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        want = expected.get(name)
+        if want is not None and want.is_floating_point() and not tensor.is_floating_point():
+            raise InputError(f"{weights}: tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}, "
+                             "expected floating point")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"{weights}: tensor {name!r} holds NaN or infinite values")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
@@ -85,4 +102,3 @@ def load(checkpoint: str | os.PathLike, map_location: str = "cpu") -> tuple[Cobb
         problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
         raise InputError(f"{weights}: weights do not fit the model its config describes "
                          f"({len(problems)} problem(s); first: {problems[0] if problems else err})") from None
-    return model.eval(), cfg

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,11 +116,67 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         if name == "data" and "skip_faulty_labels" in values:  # the key before data.faulty_labels
             values = {k: v for k, v in values.items() if k != "skip_faulty_labels"}
             values.setdefault("faulty_labels", "skip" if raw["data"]["skip_faulty_labels"] else "keep")
+        check_types(cls, values, name, source)
         for key in ("input_size", "synthetic_size"):
             if isinstance(values.get(key), list):
                 values = {**values, key: tuple(values[key])}
-        parts[name] = cls(**values)
+        try:
+            parts[name] = cls(**values)
+        except ValueError as err:  # a dataclass's own check, e.g. an input size not a multiple of 32
+            raise InputError(f"{source}: section '{name}': {err}") from None
     return Config(**parts)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (as read from YAML or JSON) is of the annotated type ``hint``."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+        return all(_fits(v, args[0]) for v in value) if args else True
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+_NOUNS = {bool: ("true or false", "booleans"), int: ("a whole number", "whole numbers"),
+          float: ("a number", "numbers"), str: ("text", "strings")}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin in (tuple, list):
+        n = f"{len(args)} " if origin is tuple and args and args[-1] is not Ellipsis else ""
+        item = _NOUNS.get(args[0], (None, "values"))[1] if args else "values"
+        return f"a list of {n}{item}"
+    return _NOUNS.get(hint, (str(hint), None))[0]
+
+
+def check_types(cls: type, values: dict[str, Any], section: str, source: str) -> None:
+    """Raise InputError naming ``source`` and ``section.key`` for the first value whose type
+    does not fit the dataclass field, e.g. ``model.input_size: "big"``."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise InputError(f"{source}: {section}.{key} is {value!r}; expected {_describe(hints[key])}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -18,7 +18,9 @@ import contextlib
 import copy
 import hashlib
 import io
+import json
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -30,7 +32,7 @@ import torch
 
 from cobbnet.errors import InputError
 from cobbnet.infer.decode import CANDIDATES
-from cobbnet.io.outputs import write_bytes
+from cobbnet.io.outputs import write_bytes, write_json
 from cobbnet.nn.heads import HEADS
 from cobbnet.nn.model import PEAK_OUTPUTS, CobbNet, PeakNet
 from cobbnet.training import checkpoint
@@ -166,12 +168,46 @@ def cached_onnx(checkpoint_path: str | os.PathLike, input_size: tuple[int, int] 
     size = tuple(input_size or checkpoint.read_meta(checkpoint_path)["config"]["model"]["input_size"])
     digest.update(f"{size}|{torch.__version__}|{OPSET}|{','.join(PEAK_OUTPUTS)}|{CANDIDATES}".encode())
     out = cache_dir() / f"{weights.stem}-{digest.hexdigest()[:16]}.onnx"
-    if out.is_file():
+    problem = _cache_problem(out, digest.hexdigest())
+    if problem is None:
         return out
+    # on the console even from the Python API: an export takes a while, once per model
+    sys.stderr.write(f"cobbnet: {problem}; exporting {weights.name} to ONNX once for this model: {out}\n")
     if model is None:
-        return export_onnx(checkpoint_path, out, size)
-    _export_file(inference_net(model), out, size)
+        export_onnx(checkpoint_path, out, size)
+    else:
+        _export_file(inference_net(model), out, size)
+    write_json(_stamp(out), {"checkpoint": digest.hexdigest(), "onnx_sha256": _sha256(out)})
     return out
+
+
+def _stamp(graph: Path) -> Path:
+    """The JSON beside a cached graph naming the checkpoint it came from and its own digest."""
+    return graph.with_suffix(".json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_problem(graph: Path, checkpoint_digest: str) -> str | None:
+    """Why the cached ``graph`` cannot be used (absent, unstamped, from another checkpoint,
+    changed since it was written), or None when it can."""
+    if not graph.is_file():
+        return "no cached ONNX graph"
+    try:
+        stamp = json.loads(_stamp(graph).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"cached ONNX graph {graph.name} has no valid stamp"
+    if not isinstance(stamp, dict) or stamp.get("checkpoint") != checkpoint_digest:
+        return f"cached ONNX graph {graph.name} is not of this checkpoint"
+    if stamp.get("onnx_sha256") != _sha256(graph):
+        return f"cached ONNX graph {graph.name} is broken (its bytes changed since export)"
+    return None
 
 
 def runner_for_checkpoint(checkpoint_path: str | os.PathLike, model: torch.nn.Module,
