@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
-import inspect
 import logging
 import os
 import platform
@@ -38,13 +37,14 @@ import cv2
 import numpy as np
 import torch
 
+from cobbnet.infer.decode import CANDIDATES
+from cobbnet.infer.predict import Prediction, Predictor
+from cobbnet.io.outputs import write_json, write_text
+from cobbnet.io.synthetic import JPEG_QUALITY, make_radiograph
+from cobbnet.nn.model import ModelConfig, PeakNet, build_model
 from cobbnet.training import checkpoint
 from cobbnet.training.config import Config
 from cobbnet.training.hardware import cpu_flags, cpu_model
-from cobbnet.nn.model import ModelConfig, PeakNet, build_model
-from cobbnet.io.outputs import write_json, write_text
-from cobbnet.infer.predict import Prediction, Predictor
-from cobbnet.io.synthetic import JPEG_QUALITY, make_radiograph
 
 Engine = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # run_network's contract
 EngineBuilder = Callable[[torch.nn.Module, tuple[int, int]], Engine]
@@ -126,8 +126,8 @@ MODES: dict[str, EngineBuilder] = {
     "bf16": lambda m, s: torch_engine(m, dtype=torch.bfloat16, channels_last=True),
     "compile": lambda m, s: torch_engine(m, channels_last=True, compile_mode="default"),
     "onnx": onnx_engine,
-    "peak-eager": lambda m, s: torch_engine(PeakNet(m)),
-    "peak-onnx": lambda m, s: onnx_engine(PeakNet(m), s),  # the predictor's default on CPUs without bf16
+    "peak-eager": lambda m, s: torch_engine(PeakNet(m, CANDIDATES)),
+    "peak-onnx": lambda m, s: onnx_engine(PeakNet(m, CANDIDATES), s),  # the predictor's default on CPUs without bf16
 }
 GPU_MODES: dict[str, EngineBuilder] = {
     "cuda-fp32": lambda m, s: torch_engine(m, "cuda"),
@@ -213,16 +213,31 @@ def write_radiographs(folder: Path, n: int, size: tuple[int, int] = FILE_SIZE) -
 
 
 def torch_predictor(path: Path, **kwargs: Any) -> Predictor:
-    """A ``Predictor`` that runs the torch network, also where it can choose other engines."""
-    if "engine" in inspect.signature(Predictor).parameters:
-        kwargs["engine"] = "torch"
-    return Predictor(path, **kwargs)
+    """A stage-1-only ``Predictor`` that runs the torch network (the modes time stage 1)."""
+    return Predictor(path, engine="torch", refine=kwargs.pop("refine", False), **kwargs)
+
+
+def as_peaks(engine: Engine) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """A mode's engine in the predictor's numpy contract: dense heads are read at their
+    ``CANDIDATES`` strongest peaks, as the inference network does itself."""
+    from cobbnet.nn.decode import top_peaks
+    from cobbnet.nn.heads import gather
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        out = engine(torch.from_numpy(x))
+        if "ind" not in out:
+            scores, ind = top_peaks(out["hm"], CANDIDATES)
+            out = {"hm": out["hm"], "scores": scores, "ind": ind,
+                   "reg": gather(out["reg"], ind), "cnr": gather(out["cnr"], ind)}
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+    return run
 
 
 def predictor_with(path: Path, engine: Engine) -> Predictor:
-    """A CPU fp32 ``Predictor`` of checkpoint ``path`` whose network is ``engine``."""
-    pred = torch_predictor(path, device="cpu", precision="fp32", channels_last=False)
-    pred.run_network = engine  # the instance attribute shadows the method: same contract
+    """A CPU fp32 stage-1-only ``Predictor`` of checkpoint ``path`` whose network is ``engine``."""
+    pred = torch_predictor(path, device="cpu", precision="fp32")
+    pred.stage1 = as_peaks(engine)  # the same contract as the predictor's own engines
     return pred
 
 

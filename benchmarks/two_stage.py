@@ -7,7 +7,7 @@ Without ``--stage1``/``--stage2`` the bundled model is measured. Writes, under `
 ``metrics.json`` (stage 1 + 2), ``stage1/metrics.json`` (stage 1 alone, the chain's corners
 before stage 2, from the same run), ``stage1-errors.json`` (how far stage 1's vertebrae are
 from the true ones in centre, tilt and width: what stage 2's training jitter must cover)
-and ``two-stage.md``. The split is the one of configs/stage1.yaml: 20% of the patients, seed 0.
+and ``two-stage.md``. The split is configs/splits/aasce-holdout.txt (46 patients, 94 radiographs).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cobbnet.spine import patches
 from cobbnet.spine.metrics import nearest_true
 
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
-HOLDOUT, SEED = 0.2, 0
+SPLIT = "aasce-holdout"  # configs/splits/aasce-holdout.txt
 
 
 def stage1_errors(stage1: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=1)
     a = p.parse_args(argv)
     samples = read_split(a.root, "training")
-    _, val = split_indices([s.name for s in samples], 15, 0, SEED, HOLDOUT)
+    _, val = split_indices([s.name for s in samples], 15, 0, holdout_file=SPLIT)
     val_samples = [samples[i] for i in val][: a.limit]
     predictor = Predictor(a.stage1, refine=a.stage2 if a.stage2 else None, iterations=a.iterations)
     start = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     seconds = (time.perf_counter() - start) / len(val_samples)
     both, alone = score(val_samples, pred)[0], score(val_samples, stage1)[0]
     for m in (both, alone):
-        m.update(model=predictor.model, mode=predictor.mode, split=f"grouped holdout {HOLDOUT} seed {SEED}")
+        m.update(model=predictor.model, mode=predictor.mode, split=SPLIT)
     both["seconds_per_radiograph"] = seconds
     true = np.stack([s.landmarks for s in val_samples])
     write_json(a.out / "metrics.json", both)

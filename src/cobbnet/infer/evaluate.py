@@ -106,7 +106,7 @@ def fold_samples(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sa
     except (OSError, ValueError, KeyError) as err:
         raise InputError(f"{meta}: no training split in this checkpoint config ({err})") from None
     _, val_idx = split_indices([s.name for s in samples], d.get("folds", 15), d.get("fold", 0),
-                               d.get("fold_seed", 0), d.get("holdout", 0.0))
+                               d.get("fold_seed", 0), d.get("holdout", 0.0), d.get("holdout_file"))
     return [samples[i] for i in val_idx]
 
 

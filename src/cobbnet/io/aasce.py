@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
-from cobbnet.spine import landmarks
 from cobbnet.errors import InputError
+from cobbnet.io import matfile
 from cobbnet.io.images import _one_line, image_size
+from cobbnet.spine import landmarks
 
 FILENAMES_CSV = "filenames.csv"
 LANDMARKS_CSV = "landmarks.csv"
@@ -36,7 +36,7 @@ N_ANGLES = 3
 LANDMARK_COLUMNS = 2 * landmarks.N_POINTS  # 136
 # "sunhl-1th-02-Jan-2017-162 A AP.jpg": the number before the view letter names the patient
 # (its letters A, B, C... run on across scan dates: 165 A on 03-Jan, 165 B and C on 04-Jan)
-_PATIENT = re.compile(r"-(\d+)\s*[A-Za-z]+\s*AP\b", re.IGNORECASE)
+_PATIENT = re.compile(r"-(\d+)\s*[A-Za-z]+\s*AP", re.IGNORECASE)  # also "AP2", "AP (2)"
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
@@ -70,13 +70,14 @@ def read_labels_mat(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"{path}: no such label file")
     try:
-        content = scipy.io.loadmat(path, variable_names=[MAT_VARIABLE])
-    except Exception as e:  # scipy raises many types for truncated or foreign files
+        content = matfile.read_mat(path)
+        found = [] if MAT_VARIABLE in content else sorted(matfile.variable_names(path))
+    except (ValueError, OSError) as e:
         raise InputError(f"{path}: cannot read MATLAB file ({_one_line(e)})") from None
+    if MAT_VARIABLE in found:  # there, but of a class read_mat skips (char, cell, complex...)
+        raise InputError(f"{path}: {MAT_VARIABLE} is not a numeric matrix")
     if MAT_VARIABLE not in content:
-        found = sorted(k for k in scipy.io.whosmat(path) if not k[0].startswith("__"))
-        names = ", ".join(name for name, *_ in found) or "none"
-        raise InputError(f"{path}: no variable {MAT_VARIABLE!r} (variables: {names})")
+        raise InputError(f"{path}: no variable {MAT_VARIABLE!r} (variables: {', '.join(found) or 'none'})")
     p2 = content[MAT_VARIABLE]
     if not (isinstance(p2, np.ndarray) and p2.dtype.kind in "iuf"):
         raise InputError(f"{path}: {MAT_VARIABLE} is not a numeric matrix")

@@ -1,5 +1,6 @@
-"""Patient-grouped splits of labelled radiographs: k-fold, and the fixed holdout that every
-figure of the two-stage model is measured on. No torch.
+"""Patient-grouped splits of labelled radiographs: k-fold, a drawn holdout, and the frozen
+holdout (``configs/splits/aasce-holdout.txt``) that every figure of the two-stage model is
+measured on. No torch.
 
 Every split is grouped by ``aasce.patient_key``: radiographs of one patient never fall on
 both sides, since the official test split shares no patient with the training split.
@@ -7,10 +8,13 @@ both sides, since the official test split shares no patient with the training sp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from cobbnet.errors import InputError
 from cobbnet.io.aasce import patient_key
 
 
@@ -68,12 +72,31 @@ def holdout_indices(groups: Sequence[str], fraction: float, seed: int = 0) -> tu
     return np.flatnonzero(~in_val).astype(np.int64), np.flatnonzero(in_val).astype(np.int64)
 
 
+SPLITS_DIR = Path(__file__).resolve().parents[1] / "configs" / "splits"
+
+
+def read_holdout(name: str | os.PathLike) -> set[str]:
+    """The patient keys of a frozen validation split: a file with one key a line (``#``
+    comments), given as a path or by its name in the package's ``configs/splits``."""
+    path = Path(name)
+    if not path.is_file():
+        path = SPLITS_DIR / f"{name}.txt" if not str(name).endswith(".txt") else SPLITS_DIR / Path(name).name
+    if not path.is_file():
+        raise InputError(f"{name}: no such split file (looked in {SPLITS_DIR} too)")
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return {line for line in lines if line}
+
+
 def split_indices(names: Sequence[str], folds: int, fold: int, seed: int = 0,
-                  holdout: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  holdout: float = 0.0, holdout_file: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The configured split of AASCE radiographs ``names``, grouped by ``aasce.patient_key``:
-    a fixed holdout of ``holdout`` of the patients when it is above 0, else fold ``fold`` of
-    ``folds``. ``(train_idx, val_idx)``."""
+    the frozen split ``holdout_file`` when given; else a holdout of ``holdout`` of the patients
+    when it is above 0; else fold ``fold`` of ``folds``. ``(train_idx, val_idx)``."""
     groups = [patient_key(n) for n in names]
+    if holdout_file:
+        held = read_holdout(holdout_file)
+        in_val = np.array([g in held for g in groups], dtype=bool)
+        return np.flatnonzero(~in_val).astype(np.int64), np.flatnonzero(in_val).astype(np.int64)
     if holdout > 0:
         return holdout_indices(groups, holdout, seed)
     return kfold_indices(len(names), folds, fold, seed, groups)

@@ -37,6 +37,9 @@ class DataConfig:
     # above 0: instead of k-fold, one fixed validation split holding out this share of the
     # patients (``data.holdout_indices``); every split is grouped by patient
     holdout: float = 0.0
+    # a frozen validation split (patient keys, one a line) by path or by its name in
+    # configs/splits; it overrides folds and holdout
+    holdout_file: str | None = None
     synthetic_train: int = 64  # synthetic source: radiographs generated for training
     synthetic_val: int = 16
     synthetic_seed: int = 0

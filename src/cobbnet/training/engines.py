@@ -22,7 +22,7 @@ from cobbnet.infer.decode import CANDIDATES
 from cobbnet.infer.onnx import OnnxModel
 from cobbnet.nn.model import PeakNet
 from cobbnet.training import checkpoint, refine
-from cobbnet.training.export import cached_onnx, export_refine
+from cobbnet.training.export import export_refine, runner_for_checkpoint
 from cobbnet.training.hardware import (
     AUTOCAST_DTYPES,
     resolve_device,
@@ -40,15 +40,8 @@ def stage1(path: str | os.PathLike, engine: str = "auto", precision: str = "auto
     eng = resolve_engine(engine, dev, prec)
     size = tuple(int(s) for s in cfg.model.input_size)
     if eng == "onnx":
-        try:
-            graph: Any = cached_onnx(path, size, model)
-        except OSError:  # a cache folder that cannot be written: export in memory
-            buf = io.BytesIO()
-            from cobbnet.training.export import export_model
-
-            export_model(PeakNet(model, CANDIDATES), buf, size)
-            graph = buf.getvalue()
-        return OnnxModel(graph, threads), size, "onnxruntime", f"{dev.type} fp32 onnxruntime"
+        runner = runner_for_checkpoint(path, model, size, threads)
+        return runner.model, size, "onnxruntime", f"{dev.type} fp32 onnxruntime"
     if threads:
         torch.set_num_threads(threads)
     net = PeakNet(model, CANDIDATES).to(dev).eval()

@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from cobbnet.errors import InputError
 from cobbnet.infer.decode import CANDIDATES
+from cobbnet.infer.onnx import OnnxModel
 from cobbnet.io.outputs import write_bytes, write_json
 from cobbnet.nn.heads import HEADS
 from cobbnet.nn.model import PEAK_OUTPUTS, CobbNet, PeakNet
@@ -221,30 +221,23 @@ def runner_for_checkpoint(checkpoint_path: str | os.PathLike, model: torch.nn.Mo
 
 
 class OnnxRunner:
-    """ONNX Runtime on the CPU, with ``run_network`` as in :class:`cobbnet.infer.predict.Predictor`.
+    """An ``infer.onnx.OnnxModel`` with torch tensors in and out (the benchmark modes' contract).
 
     ``source`` is an ``.onnx`` path or the graph's bytes; ``threads`` defaults to torch's
-    intra-op thread count, so both engines use the same cores.
+    intra-op thread count, so both engines use the same cores. ``model`` is the numpy session
+    the predictor runs.
     """
 
     def __init__(self, source: str | os.PathLike | bytes, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
-        opts.inter_op_num_threads = 1
-        model = source if isinstance(source, bytes) else str(source)
-        try:
-            self.session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own untyped errors on bad files
-            name = "graph" if isinstance(source, bytes) else str(source)
-            raise InputError(f"{name}: not a loadable ONNX model ({str(err).splitlines()[0]})") from None
-        shape = self.session.get_inputs()[0].shape  # [batch, 1, H, W]
+        self.model = OnnxModel(source, int(threads or torch.get_num_threads()))
+        shape = self.model.input_shape  # [batch, 1, H, W]
         self.input_size: tuple[int, int] = (int(shape[2]), int(shape[3]))
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.network_seconds = 0.0
+        self.output_names = self.model.output_names
         self.network_images = 0
+
+    @property
+    def network_seconds(self) -> float:
+        return self.model.seconds
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, input_size: tuple[int, int],
@@ -256,9 +249,6 @@ class OnnxRunner:
 
     def run_network(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, 1, H, W)`` float in [0, 1] -> heads dict of float32 CPU tensors."""
-        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
-        start = time.perf_counter()
-        values = self.session.run(self.output_names, {INPUT_NAME: x})
-        self.network_seconds += time.perf_counter() - start
-        self.network_images += len(x)
-        return {name: torch.from_numpy(v) for name, v in zip(self.output_names, values, strict=True)}
+        out = self.model(batch.detach().to("cpu", torch.float32).numpy())
+        self.network_images += len(batch)
+        return {name: torch.from_numpy(v) for name, v in out.items()}

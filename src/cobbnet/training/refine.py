@@ -47,6 +47,7 @@ class RefineTrain:
     split: str = "training"
     holdout: float = 0.2  # the same grouped split as stage 1 (data.holdout, data.fold_seed)
     fold_seed: int = 0
+    holdout_file: str | None = None  # or a frozen split (io.splits.read_holdout)
     faulty_labels: str = "repair"
     # frame jitter, as multiples of the vertebra width / degrees / log-scale sigma
     jitter_centre: float = 0.12
@@ -57,6 +58,7 @@ class RefineTrain:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    init: str | None = None  # start from these stage-2 weights (a .safetensors of an earlier run)
     threads: int | None = 1
     out_dir: str = "runs"
     name: str = "stage2"
@@ -166,7 +168,7 @@ def train(run: RefineRun, resume: bool = False, log: Any = print) -> dict[str, A
     folder = Path(t.out_dir) / t.name
     folder.mkdir(parents=True, exist_ok=True)
     samples = read_split(t.root, t.split)
-    train_idx, val_idx = split_indices([s.name for s in samples], 15, 0, t.fold_seed, t.holdout)
+    train_idx, val_idx = split_indices([s.name for s in samples], 15, 0, t.fold_seed, t.holdout, t.holdout_file)
     train_samples = treat_faulty_labels([samples[i] for i in train_idx], t.faulty_labels, log)
     val_samples = [samples[i] for i in val_idx]
     start = time.perf_counter()
@@ -181,6 +183,9 @@ def train(run: RefineRun, resume: bool = False, log: Any = print) -> dict[str, A
 
     torch.manual_seed(t.seed)
     model = CornerNet(run.model)
+    if t.init:
+        model.load_state_dict(load(t.init)[0].state_dict())
+        log(f"started from {t.init}")
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = len(train_which) // t.batch_size
     total = steps_per_epoch * t.epochs

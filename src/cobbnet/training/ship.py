@@ -48,12 +48,17 @@ def _metrics(evaluation: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str | os.PathLike,
-         folder: str | os.PathLike | None = None, notes: str = "") -> Path:
-    """Write the bundle into ``folder`` (default: the package's ``weights/``); returns bundle.json."""
+         folder: str | os.PathLike | None = None, notes: str = "", split: str = "aasce-holdout") -> Path:
+    """Write the bundle into ``folder`` (default: the package's ``weights/``); returns bundle.json.
+
+    ``split`` names the frozen validation split (``configs/splits``) the stages were
+    validated on; it is recorded in the shipped stage-1 config.
+    """
     folder = Path(folder) if folder else weights_dir()
     metrics, stage1_metrics = _metrics(Path(evaluation))
     net1, cfg = checkpoint.load(stage1)
     net1 = _half(net1)
+    cfg.data.holdout_file = split  # the validation radiographs, by name, for evaluate --fold-only
     net2, meta2 = refine.load(stage2)
     net2 = _half(net2)
     size = tuple(int(s) for s in cfg.model.input_size)
@@ -123,14 +128,14 @@ Made {date.today().isoformat()} by `python -m cobbnet.training.ship`: `stage1.on
   {m2['head']}; its corners are mapped back to the radiograph.
 
 ## Intended use
-Research, and decision support by people who read the radiograph themselves. It is **not a
-diagnostic device**: it has not been validated clinically, and its angles must be checked
-against the overlay it draws.
+Research, and decision support by people who read the radiograph themselves.
+It is **not a diagnostic device**: it has not been validated clinically, and its angles must
+be checked against the overlay it draws.
 
 ## Data and licence
 AASCE 2019 (BoostNet) training split, 481 radiographs of 237 patients (grouped by the number
-before the view letter). Validation: a fixed holdout of {d['holdout']:.0%} of the patients
-(seed {d['fold_seed']}); no patient is on both sides. Faulty training labels: {d.get('faulty_labels')}.
+before the view letter). Validation: the frozen split `configs/splits/{d.get('holdout_file')}.txt`,
+46 patients and 94 radiographs; no patient is on both sides. Faulty training labels: {d.get('faulty_labels')}.
 The AASCE images are under a research licence and are not distributed here; the weights are
 derived from them, so use them for research under the same terms.
 

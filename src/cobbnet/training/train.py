@@ -55,7 +55,7 @@ def build_datasets(cfg: Config) -> tuple[Any, Any]:
     samples = read_split(d.root, d.split)
     if not 0 <= d.fold < d.folds:
         raise InputError(f"data.fold: {d.fold} is not in 0..{d.folds - 1}")
-    train_idx, val_idx = split_indices([s.name for s in samples], d.folds, d.fold, d.fold_seed, d.holdout)
+    train_idx, val_idx = split_indices([s.name for s in samples], d.folds, d.fold, d.fold_seed, d.holdout, d.holdout_file)
     train_samples = treat_faulty_labels([samples[i] for i in train_idx], d.faulty_labels)
     train = SpineDataset.from_aasce(train_samples, size, augment, cfg.train.seed)
     val = SpineDataset.from_aasce([samples[i] for i in val_idx], size, None)
