@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cobbnet.errors import InputError
+from cobbnet.infer.decode import CANDIDATES
 from cobbnet.nn.decode import decode
 from cobbnet.nn.heads import HEADS, STRIDE
 from cobbnet.nn.model import PEAK_OUTPUTS, ModelConfig, PeakNet, build_model
@@ -98,8 +99,8 @@ def test_default_graph_is_the_peak_net(small_checkpoint: Path, peak_path: Path, 
     model, _ = checkpoint.load(small_checkpoint)
     x = torch.rand(batch, 1, *SIZE, generator=torch.Generator().manual_seed(batch))
     with torch.inference_mode():
-        want = PeakNet(model)(x)
-        dense = decode(model(x))
+        want = PeakNet(model, CANDIDATES)(x)
+        dense = decode(model(x), CANDIDATES)
     got = OnnxRunner(peak_path, threads=1).run_network(x)
     assert list(got) == list(PEAK_OUTPUTS)
     torch.testing.assert_close(got["ind"], want["ind"])
@@ -148,7 +149,7 @@ def test_runner_falls_back_to_memory_when_cache_is_unwritable(
     runner = runner_for_checkpoint(small_checkpoint, model, SIZE, threads=1)
     x = torch.rand(1, 1, *SIZE)
     with torch.inference_mode():
-        want = PeakNet(model)(x)  # the graph the predictor runs
+        want = PeakNet(model, CANDIDATES)(x)  # the graph the predictor runs
     torch.testing.assert_close(runner.run_network(x)["cnr"], want["cnr"], rtol=1e-3, atol=2e-4)
 
 

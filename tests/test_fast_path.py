@@ -8,7 +8,6 @@ the backbone's arithmetic is exercised in each; only the fitting is shortened.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bench import DRIFT_DEG, DRIFT_PX, drift, predictor_with, run_benchmark, torch_predictor
 from torch.utils.data import default_collate
 
-from cobbnet.training import checkpoint
-from bench import DRIFT_DEG, DRIFT_PX, drift, predictor_with, run_benchmark, torch_predictor
-from cobbnet.training.config import Config
-from cobbnet.training.data import SpineDataset, prepare_image
+from cobbnet.infer.decode import CANDIDATES
+from cobbnet.infer.predict import Predictor
+from cobbnet.io.synthetic import make_radiograph, write_dataset
 from cobbnet.nn.decode import decode
-from cobbnet.training.export import OnnxRunner
-from cobbnet.training.hardware import native_bf16_cpu
 from cobbnet.nn.losses import LossConfig, compute_losses
 from cobbnet.nn.model import (
     SIGMOID_HEADS,
@@ -34,8 +31,11 @@ from cobbnet.nn.model import (
     clamped_sigmoid,
     normalize,
 )
-from cobbnet.infer.predict import Predictor
-from cobbnet.io.synthetic import make_radiograph, write_dataset
+from cobbnet.training import checkpoint
+from cobbnet.training.config import Config
+from cobbnet.training.data import SpineDataset, prepare_image
+from cobbnet.training.export import OnnxRunner
+from cobbnet.training.hardware import native_bf16_cpu
 
 INPUT = (256, 128)  # (H, W) network input
 IMAGE = (512, 256)  # (H, W) of the synthetic radiographs: original pixels are 2 input pixels
@@ -100,17 +100,16 @@ def test_fitted_model_is_meaningful(fitted) -> None:
 
 def _modes(path: Path) -> dict[str, Predictor]:
     return {
-        "channels_last": torch_predictor(path, device="cpu", precision="fp32", channels_last=True),
-        "bf16": torch_predictor(path, device="cpu", precision="bf16", channels_last=True),
+        "bf16": torch_predictor(path, device="cpu", precision="bf16"),
         "onnx": predictor_with(path, OnnxRunner.from_model(checkpoint.load(path)[0], INPUT).run_network),
-        "peak-onnx": predictor_with(path, OnnxRunner.from_model(PeakNet(checkpoint.load(path)[0]), INPUT).run_network),
+        "peak-onnx": predictor_with(path, OnnxRunner.from_model(PeakNet(checkpoint.load(path)[0], CANDIDATES), INPUT).run_network),
     }
 
 
 def test_fast_modes_match_eager_fp32(fitted) -> None:
     path, images, _ = fitted
     names = [f"r{i}" for i in range(len(images))]
-    ref = torch_predictor(path, device="cpu", precision="fp32", channels_last=False).predict_arrays(images, names)
+    ref = torch_predictor(path, device="cpu", precision="fp32").predict_arrays(images, names)
     drift = {}
     for mode, pred in _modes(path).items():
         got = pred.predict_arrays(images, names)
@@ -126,9 +125,9 @@ def test_drift_report_on_a_labelled_folder(fitted, tmp_path: Path) -> None:
     path, _, _ = fitted
     root = write_dataset(tmp_path / "data", 2, seed=3, size=IMAGE)  # the fitted radiographs
     modes = _modes(path)
-    modes["eager"] = torch_predictor(path, device="cpu", precision="fp32", channels_last=False)
+    modes["eager"] = torch_predictor(path, device="cpu", precision="fp32")
     report = drift(modes, 5, root)
-    assert set(report) == {"channels_last", "bf16", "onnx", "peak-onnx"}
+    assert set(report) == {"bf16", "onnx", "peak-onnx"}
     for mode, values in report.items():
         assert values["images"] == 2
         assert 0 <= values["landmark_px_mean"] <= MAX_LANDMARK_PX, mode
@@ -138,16 +137,14 @@ def test_drift_report_on_a_labelled_folder(fitted, tmp_path: Path) -> None:
     assert drift(modes, 5, tmp_path / "absent").startswith("n/a")
 
 
-@pytest.mark.skipif("engine" not in inspect.signature(Predictor).parameters,
-                    reason="this Predictor has no engine choice")
 def test_automatic_engine_is_fast_and_exact(fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COBBNET_CACHE", str(tmp_path))
     path, images, _ = fitted
-    auto = Predictor(path, device="cpu")
+    auto = Predictor(path, refine=False, device="cpu")
     if not native_bf16_cpu():  # no fast bf16 here: fp32 through ONNX Runtime
-        assert (auto.engine, auto.precision) == ("onnx", "fp32")
+        assert auto.engine == "onnxruntime" and "fp32" in auto.mode
         assert list(tmp_path.glob("*.onnx")), "the exported graph was not cached"
-    ref = torch_predictor(path, device="cpu", precision="fp32", channels_last=False)
+    ref = torch_predictor(path, device="cpu", precision="fp32")
     for got, want in zip(auto.predict_arrays(images, ["a", "b"]), ref.predict_arrays(images, ["a", "b"]), strict=True):
         assert np.linalg.norm(got.landmarks - want.landmarks, axis=-1).mean() <= MAX_LANDMARK_PX
         assert np.abs(got.angles - want.angles).max() <= MAX_ANGLE_DEG
@@ -184,6 +181,7 @@ def test_benchmark_records_every_mode(tmp_path: Path) -> None:
 def test_benchmark_measures_drift_with_the_bundled_model_when_radiographs_are_there(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bench
+
     from cobbnet.infer.bundle import bundled_checkpoint
 
     monkeypatch.setattr(bench, "AASCE", write_dataset(tmp_path / "data", 2, seed=5, size=IMAGE))

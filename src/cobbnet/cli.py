@@ -227,6 +227,13 @@ def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _refine(stage2: Path | None, no_refine: bool) -> Path | bool | None:
+    """The predictor's ``refine``: off, another stage 2, or the bundled one (None)."""
+    if no_refine and stage2 is not None:
+        raise InputError("--no-refine and --stage2: give one of them")
+    return False if no_refine else stage2
+
+
 @app.command()
 @user_errors
 def evaluate(
@@ -238,6 +245,8 @@ def evaluate(
     fold_only: Annotated[bool, typer.Option(help="Evaluate CHECKPOINT only on the validation fold it was trained without.")] = False,
     precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
+    stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
+    no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
 ) -> None:
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
     if batch_size < 1:
@@ -258,7 +267,7 @@ def evaluate(
     with _progress() as bar:
         task = bar.add_task("evaluating", total=len(samples))
         metrics = ev.evaluate(checkpoint, samples, out, precision, batch_size,
-                              on_batch=lambda k: bar.advance(task, k))
+                              on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine))
     console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
     console.print(f"wrote {out / 'metrics.json'}, {out / 'per_image.csv'} and plots")
 
@@ -275,6 +284,8 @@ def predict(
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPUs without native bf16), torch or onnx.")] = "auto",
     report: Annotated[bool, typer.Option("--report", help="Also write a one-page PDF report per image.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose results are already in OUT (finish an interrupted run).")] = False,
+    stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
+    no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph.
 
@@ -283,7 +294,7 @@ def predict(
     """
     from cobbnet.infer import batch
 
-    options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine,
+    options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine, refine=_refine(stage2, no_refine),
                             batch_size=batch_size, overlay=overlay, report=report, resume=resume)
     with _progress() as bar:
         task = bar.add_task("predicting")
@@ -304,7 +315,7 @@ def predict(
 
 
 def _predict_table(summary: Any, out: Path) -> None:
-    table = Table(title=f"{len(summary.records)} radiographs")
+    table = Table(title=f"{len(summary.records)} images")
     for col in ("file", "status", "curves (major first)"):
         table.add_column(col)
     for r in summary.records:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from cobbnet.errors import InputError
-from cobbnet.infer.gate import check_image
+from cobbnet.infer.gate import assess, check_image
 from cobbnet.io.images import IMAGE_SUFFIXES, find_images, read_image_with_warnings
 from cobbnet.io.outputs import atomic_path, write_text
 
@@ -63,6 +63,7 @@ class Options:
     checkpoint: Path | None = None
     precision: str = "auto"
     engine: str = "auto"
+    refine: Path | bool | None = None  # stage 2: None the bundled one, False off, or a checkpoint
     batch_size: int = 4
     overlay: bool = True
     report: bool = False  # a one-page PDF per image
@@ -302,6 +303,19 @@ def _rejected(path: Path, image: np.ndarray, reason: str, warnings: list[str], m
                            warnings=list(warnings), model=model if isinstance(model, dict) else None)
 
 
+def _assessed(prediction: Any) -> Any:
+    """The chain check on a prediction the predictor passed as "ok" (a no-op when the predictor
+    ran ``assess`` itself: the same chain gives the same verdict)."""
+    lm = getattr(prediction, "landmarks", None)
+    if (getattr(prediction, "status", None) or "ok") != "ok" or lm is None or not np.all(np.isfinite(lm)):
+        return prediction
+    status, reason, warnings = assess(lm, prediction.scores, getattr(prediction, "flags", None),
+                                      prediction.image_size)
+    prediction.status, prediction.reason = status, reason
+    prediction.warnings = [*(getattr(prediction, "warnings", None) or []), *warnings]
+    return prediction
+
+
 def _record(prediction: Any) -> dict:
     from cobbnet.report.result import result_record
 
@@ -368,7 +382,7 @@ def _load_predictor(options: Options) -> Any:
     from cobbnet.infer.predict import Predictor
 
     try:
-        return Predictor(options.checkpoint, precision=options.precision, engine=options.engine)
+        return Predictor(options.checkpoint, refine=options.refine, precision=options.precision, engine=options.engine)
     except ValueError as err:
         raise InputError(f"--engine/--precision: {err}") from None
 
@@ -399,7 +413,7 @@ def _predict(batch: list[Item], predictor: Any) -> Iterator[tuple]:
         if problem is not None:
             prediction = _rejected(item.path, image, problem, warnings, getattr(predictor, "model", None))
         else:
-            prediction = next(predictions)
+            prediction = _assessed(next(predictions))
             prediction.warnings = [*warnings, *(getattr(prediction, "warnings", None) or [])]
         record = prediction.as_dict() if hasattr(prediction, "as_dict") else _record(prediction)
         if record["status"] == "rejected" and problem is None:
