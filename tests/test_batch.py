@@ -287,3 +287,32 @@ def test_earlier_overlays_are_never_taken_as_inputs_even_when_named(tmp_path, fa
     run([tmp_path / "in"], out)
     with pytest.raises(InputError, match="earlier cobbnet outputs skipped"):
         run([out / "IM1.png"], tmp_path / "out2")
+
+
+def test_chain_check_rejects_or_doubts_what_the_network_found(tmp_path, fake):
+    import json
+
+    radiograph(tmp_path / "in" / "faint.jpg", 1)
+    radiograph(tmp_path / "in" / "gappy.jpg", 2)
+    predictor = fake["predictor"]
+    real = predictor.predict_arrays
+
+    def doubtful(images, names):
+        out = real(images, names)
+        for p in out:
+            if p.name.endswith("faint.jpg"):
+                p.scores = np.full(17, 0.1)  # nothing like a spine
+            else:
+                p.flags[5].append("interpolated")
+        return out
+
+    predictor.predict_arrays = doubtful
+    out = tmp_path / "out"
+    summary = run([tmp_path / "in"], out)
+    faint = json.loads((out / "faint.json").read_text())
+    gappy = json.loads((out / "gappy.json").read_text())
+    assert faint["status"] == "rejected" and "no spine" in faint["reason"] and faint["curves"] == []
+    assert not (out / "faint.png").exists()
+    assert gappy["status"] == "uncertain" and any("T6 interpolated" in w for w in gappy["warnings"])
+    assert gappy["curves"] and (out / "gappy.png").is_file()
+    assert [p.name for p, _ in summary.rejected] == ["faint.jpg"]
