@@ -12,18 +12,16 @@ it), so ``landmarks.canonical_order`` leaves every generated spine exactly as it
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-import scipy.io
 
-from cobbnet.io import outputs
-from cobbnet.spine.cobb import cobb_angles_batch
 from cobbnet.errors import InputError
+from cobbnet.io import matfile, outputs
+from cobbnet.spine.cobb import cobb_angles_batch
 from cobbnet.spine.landmarks import BL, BR, N_VERTEBRAE, TL, TR, centers, check, to_csv_row, to_p2
 
 __all__ = ["KINDS", "make_radiograph", "random_size", "random_spine", "render", "synth_sample",
@@ -428,11 +426,7 @@ def synth_samples(n: int, seed: int, size: tuple[int, int] | None = None,
 
 
 def _mat_bytes(p2: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    scipy.io.savemat(buf, {"p2": p2})
-    data = bytearray(buf.getvalue())
-    data[:116] = MAT_HEADER.ljust(116)  # the 116-byte descriptive text of a MAT 5 header
-    return bytes(data)
+    return matfile.mat_bytes({"p2": p2}, header=MAT_HEADER)
 
 
 def _prepare(folders: list[Path], overwrite: bool) -> None:
