@@ -59,8 +59,8 @@ def uploads_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def example_result(predictor) -> dict:
-    return predictor.predict(str(EXAMPLE), name=EXAMPLE.name).as_dict()
+def example_result(client) -> dict:
+    return post_file(client, EXAMPLE.name, EXAMPLE.read_bytes(), "image/jpeg").json()
 
 
 def post_file(client, name: str, data: bytes, content_type: str = "application/octet-stream", path="/v1/predict"):
@@ -127,13 +127,39 @@ def test_committed_openapi_matches_the_app():
 # -- /v1/predict ---------------------------------------------------------------------------------
 
 
-def test_predict_returns_what_the_cli_writes(client, example_result, uploads_dir):
+def _cli_json(tmp_path: Path, name: str, data: bytes) -> dict:
+    """What ``cobbnet predict`` writes for this file, naming it as ``name``."""
+    from typer.testing import CliRunner
+
+    from cobbnet.cli import app
+
+    path = tmp_path / "in" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    out = tmp_path / "out"
+    CliRunner().invoke(app, ["predict", str(path), "--out", str(out), "--no-overlay"])
+    record = json.loads((out / (Path(name).stem + ".json")).read_text())
+    record["input"]["path"] = name
+    return record
+
+
+def test_predict_returns_what_the_cli_writes(client, uploads_dir, tmp_path):
     response = post_file(client, EXAMPLE.name, EXAMPLE.read_bytes(), "image/jpeg")
     assert response.status_code == 200, response.text
-    assert response.json() == example_result
+    assert response.json() == _cli_json(tmp_path, EXAMPLE.name, EXAMPLE.read_bytes())
     from cobbnet.report.result import validate_result
 
     validate_result(response.json())
+
+
+def test_images_the_gate_rejects_are_rejected_results_as_in_the_cli(client, uploads_dir, tmp_path):
+    blank = io.BytesIO()
+    Image.new("L", (300, 800), 128).save(blank, format="PNG")
+    response = post_file(client, "blank.png", blank.getvalue())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "rejected" and body["reason"] and body["curves"] == [] and body["input"]["path"] == "blank.png"
+    assert body == _cli_json(tmp_path, "blank.png", blank.getvalue())
 
 
 def _encoded(fmt: str) -> bytes:
@@ -148,7 +174,7 @@ def test_predict_png_and_tiff(client, predictor, uploads_dir, suffix, fmt):
     body = post_file(client, f"spine{suffix}", data).json()
     assert body["input"] == {"path": f"spine{suffix}", "width": 642, "height": 1980}
     expected = predictor.predict(read_image(EXAMPLE), name=f"spine{suffix}").as_dict()
-    assert body["curves"] == expected["curves"]
+    assert body["status"] == "ok" and body["curves"] == expected["curves"]
 
 
 def test_predict_dicom_with_and_without_suffix(client, uploads_dir, tmp_path, dicom_writer):

@@ -261,3 +261,16 @@ def test_a_tiff_is_shown_through_the_preview(page, tmp_path):
     page.wait_for_function("document.querySelectorAll('#outlines polygon').length === 17")
     assert page.get_attribute("#radiograph", "href").startswith("blob:")
     assert page.get_attribute("#radiograph", "height") == "1980"
+
+
+def test_a_rejected_image_says_why(page, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("L", (300, 800), 128).save(blank)
+    page.set_input_files("#file", str(blank))
+    page.wait_for_selector("#alert:not([hidden])")
+    assert page.locator("#alert").inner_text().startswith("blank or uniform image")
+    assert "rejected" in page.locator("#status").inner_text()
+    assert page.locator("#outlines polygon").count() == 0
+    assert page.locator("#curves tbody").inner_text().strip() == "no curve measured"

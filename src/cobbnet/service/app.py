@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -89,7 +89,9 @@ class Service:
             return self.predictor
 
     def predict(self, upload: Upload) -> dict[str, Any]:
-        """The result JSON of one uploaded file; UploadError 415/400 when it cannot be read."""
+        """The result JSON of one uploaded file, as ``cobbnet predict`` writes it (the same
+        reading, input gate and record); UploadError 415/400 when it cannot be read."""
+        from cobbnet.infer import batch
         from cobbnet.io.images import image_kind
 
         predictor = self.get_predictor()
@@ -97,11 +99,12 @@ class Service:
             image_kind(upload.path)
         except InputError as err:
             raise UploadError(415, "unsupported_media_type", _shown(err, upload)) from None
-        try:
-            with self._predict_lock:
-                return predictor.predict(str(upload.path), name=upload.name).as_dict()
-        except InputError as err:
-            raise UploadError(400, "unreadable_image", _shown(err, upload)) from None
+        with self._predict_lock:
+            # the CLI's own path for one file: read, gate, predict, assess, record
+            ((_, record, _, _, problem),) = batch._predict([batch.Item(upload.path, PurePath(upload.name))], predictor)
+        if record is None:
+            raise UploadError(400, "unreadable_image", _one_line(Exception(problem)).replace(str(upload.path), upload.name))
+        return _renamed(record, str(upload.path), upload.name)
 
     def preview(self, upload: Upload) -> bytes:
         """The uploaded radiograph as an 8-bit grayscale PNG, at most PREVIEW_MAX_SIDE a side."""
@@ -156,6 +159,15 @@ class Service:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _renamed(record: dict[str, Any], path: str, name: str) -> dict[str, Any]:
+    """``record`` naming the upload as the client called it, not by its temporary path."""
+    record["input"]["path"] = name
+    if isinstance(record.get("reason"), str):
+        record["reason"] = record["reason"].replace(path, name)
+    record["warnings"] = [w.replace(path, name) for w in record.get("warnings", [])]
+    return record
 
 
 def _shown(error: InputError, upload: Upload) -> str:
@@ -346,7 +358,8 @@ def create_app(predictor: Any = None, max_upload_bytes: int | None = None) -> Fa
 
 def _add_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/predict", summary="Corners, Cobb angles and curves of one radiograph",
-              responses={200: {"description": "the result JSON, as `cobbnet predict` writes it",
+              responses={200: {"description": "the result JSON, as `cobbnet predict` writes it "
+                                              "(an image the input gate turns away has status rejected and a reason)",
                                "content": {"application/json": {"schema": RESULT_REF}}},
                          **error_responses(400, 413, 415, 422)},
               openapi_extra=UPLOAD_BODY)
