@@ -66,6 +66,37 @@ def table(both: dict, alone: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speed(n: int, repeats: int = 5) -> dict[str, float]:
+    """Seconds per radiograph end to end (read a 2000 x 800 JPEG, both stages, angles) of the
+    bundled model with stage 2 and without: the median of ``repeats`` warm rounds over ``n``
+    synthetic files, the two alternating so that both see the same machine load."""
+    import tempfile
+
+    import cv2
+
+    from cobbnet.io.synthetic import make_radiograph
+
+    preds = {"stage1": Predictor(refine=False), "stage1+2": Predictor()}
+    times: dict[str, list[float]] = {k: [] for k in preds}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i in range(n):
+            image, _ = make_radiograph(np.random.default_rng([7, i]), (2000, 800))
+            files.append(Path(tmp) / f"r{i}.jpg")
+            cv2.imwrite(str(files[-1]), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        for p in preds.values():
+            p.predict(files[0])  # warm
+        for _ in range(repeats):
+            for name, p in preds.items():
+                start = time.perf_counter()
+                for f in files:
+                    p.predict(f)
+                times[name].append((time.perf_counter() - start) / n)
+    out = {f"{k}_s": float(np.median(v)) for k, v in times.items()}
+    out["ratio"] = out["stage1+2_s"] / out["stage1_s"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stage1", type=Path, default=None)
@@ -74,7 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/two-stage"))
     p.add_argument("--limit", type=int, default=None, help="only the first N validation radiographs")
     p.add_argument("--iterations", type=int, default=1)
+    p.add_argument("--speed", type=int, default=0, metavar="N",
+                   help="instead: time the bundled model end to end on N synthetic radiographs")
     a = p.parse_args(argv)
+    if a.speed:
+        result = speed(a.speed)
+        write_json(a.out / "speed.json", result)
+        print(json.dumps(result, indent=1))
+        return
     samples = read_split(a.root, "training")
     _, val = split_indices([s.name for s in samples], 15, 0, holdout_file=SPLIT)
     val_samples = [samples[i] for i in val][: a.limit]

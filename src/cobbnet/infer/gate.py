@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from cobbnet.spine.chain import INTERPOLATED
 from cobbnet.spine.landmarks import LEVELS, N_VERTEBRAE, centers
 
 # ---- check_image: the pixels alone ----
@@ -60,20 +61,12 @@ MAX_INTERPOLATED = 6
 # (AASCE radiographs have at most 4 such steps)
 SIDEWAYS_STEP_DEG = 45.0
 MAX_SIDEWAYS_STEPS = 8
-# doubtful, not rejected: each of these picks out AASCE radiographs whose largest angle error
-# is about twice the others' (benchmarks/results/gate.md)
-UNCERTAIN_MEAN_SCORE = 0.42  # mean score of the detected vertebrae (2.5 % of AASCE below)
-LOW_SCORE = 0.2  # a detected vertebra below this was barely found (6 % of AASCE have one)
-MAX_STEP_RATIO = 2.0  # a step this many median steps long: a vertebra is probably missed
-MIN_STEP_RATIO = 0.4  # a step this short: one vertebra probably found twice
-INTERPOLATED = 5
 # doubtful, not rejected (each flags 4-6 % of the AASCE radiographs, whose angle errors are
 # then twice the others': see benchmarks/results/gate.md)
 UNCERTAIN_MEAN_SCORE = 0.42
 LOW_SCORE = 0.2  # a vertebra below this was barely found
 MAX_STEP_RATIO = 2.5  # a step this many median steps long: a vertebra is probably missed
 MIN_STEP_RATIO = 0.4  # a step this short: one vertebra probably found twice
-INTERPOLATED = "interpolated"  # the flag the predictor gives a vertebra filled between neighbours
 
 
 def _probe(image: np.ndarray) -> np.ndarray:

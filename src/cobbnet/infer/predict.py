@@ -31,9 +31,10 @@ import numpy as np
 from cobbnet.errors import InputError
 from cobbnet.infer.bundle import Bundle, read_bundle
 from cobbnet.infer.decode import candidates
+from cobbnet.infer.gate import assess, check_image
 from cobbnet.infer.onnx import OnnxModel
 from cobbnet.infer.preprocess import prepare_image, to_original
-from cobbnet.io.images import read_image
+from cobbnet.io.images import read_image_with_warnings, to_gray_uint8
 from cobbnet.spine import patches
 from cobbnet.spine.chain import pick_chain
 from cobbnet.spine.cobb import CobbResult, cobb_angles
@@ -129,74 +130,88 @@ class Predictor:
         self.network_images += len(batch)
         return out
 
-    def predict_arrays(self, images: list[np.ndarray], names: list[str | None]) -> list[Prediction]:
-        """A batch of ``(H, W)`` uint8 images -> predictions in original-image pixels."""
-        batch = np.stack([prepare_image(im, self.input_size) for im in images])
-        corners, scores = candidates(self.run_network(batch))  # (B, K, 4, 2) input px, (B, K)
-        results = []
-        for i, (image, name) in enumerate(zip(images, names, strict=True)):
-            H, W = image.shape[:2]
-            chain = pick_chain(to_original(corners[i], self.input_size, (H, W)), scores[i])
-            stage1 = chain.landmarks
-            flags = [list(f) for f in chain.flags]
-            warnings: list[str] = []
-            if not np.isfinite(stage1).all():
-                results.append(self._rejected(name, image, "no vertebrae found"))
-                continue
-            lm = _refine(self.stage2, image, stage1, self.iterations) if self.stage2 is not None else stage1
-            for v, s in enumerate(chain.scores):
-                if chain.picked[v] >= 0 and s < LOW_CONFIDENCE:
-                    flags[v].append("low_confidence")
-            results.append(Prediction(name, lm, chain.scores, cobb_angles(lm, H), (W, H), flags,
-                                      warnings=warnings, model=self.model, stage1_landmarks=stage1, image=image))
-        return results
+    def predict_arrays(self, images: list[np.ndarray], names: list[str | None],
+                       warnings: list[list[str]] | None = None) -> list[Prediction]:
+        """A batch of ``(H, W)`` uint8 images -> predictions in original-image pixels.
 
-    def _rejected(self, name: str | None, image: np.ndarray, reason: str) -> Prediction:
+        Each image passes the input gate first (``infer.gate.check_image``): one that is no
+        usable radiograph is rejected without running the network. Every result is then
+        assessed (``infer.gate.assess``): ok, uncertain (with warnings) or rejected.
+        """
+        warnings = warnings or [[] for _ in images]
+        results: list[Prediction | None] = [None] * len(images)
+        todo = []
+        for i, image in enumerate(images):
+            reason = check_image(image)
+            if reason is not None:
+                results[i] = self._rejected(names[i], image, reason, warnings[i])
+            else:
+                todo.append(i)
+        if todo:
+            batch = np.stack([prepare_image(images[i], self.input_size) for i in todo])
+            corners, scores = candidates(self.run_network(batch))  # (B, K, 4, 2) input px, (B, K)
+            for b, i in enumerate(todo):
+                results[i] = self._read(images[i], names[i], corners[b], scores[b], list(warnings[i]))
+        return results  # type: ignore[return-value]
+
+    def _read(self, image: np.ndarray, name: str | None, corners: np.ndarray, scores: np.ndarray,
+              warnings: list[str]) -> Prediction:
+        """One image's candidates -> chain -> stage 2 -> angles, assessed by the gate."""
+        H, W = image.shape[:2]
+        chain = pick_chain(to_original(corners, self.input_size, (H, W)), scores)
+        stage1 = chain.landmarks
+        if not np.isfinite(stage1).all():
+            return self._rejected(name, image, "no vertebrae found", warnings)
+        lm = _refine(self.stage2, image, stage1, self.iterations) if self.stage2 is not None else stage1
+        flags = [list(f) for f in chain.flags]
+        for v, s in enumerate(chain.scores):
+            if chain.picked[v] >= 0 and s < LOW_CONFIDENCE:
+                flags[v].append("low_confidence")
+        status, reason, found = assess(lm, chain.scores, flags, (W, H))
+        if status == "rejected":
+            return self._rejected(name, image, reason or "no plausible chain of vertebrae", warnings + found)
+        return Prediction(name, lm, chain.scores, cobb_angles(lm, H), (W, H), flags, status, reason,
+                          warnings + found, self.model, stage1, image)
+
+    def _rejected(self, name: str | None, image: np.ndarray, reason: str,
+                  warnings: list[str] | None = None) -> Prediction:
+        """A result with no angles: NaN corners, zero scores, every level flagged."""
         H, W = image.shape[:2]
         nan = np.full((17, 4, 2), np.nan)
         return Prediction(name, nan, np.zeros(17), cobb_angles(np.zeros((17, 4, 2)), H), (W, H),
-                          status="rejected", reason=reason, model=self.model, image=image)
+                          [[] for _ in range(17)], "rejected", reason, list(warnings or []), self.model,
+                          image=image)
 
     def predict(self, image: str | os.PathLike | np.ndarray, name: str | None = None) -> Prediction:
         """One radiograph from a path (JPEG, PNG, TIFF, DICOM) or an image array."""
+        warnings: list[str] = []
         if isinstance(image, (str, os.PathLike)):
             name = name or str(image)
-            image = read_image(image)
-        return self.predict_arrays([_gray(image, name)], [name])[0]
+            image, warnings = read_image_with_warnings(image)
+        return self.predict_arrays([to_gray_uint8(image, name or "array")], [name], [warnings])[0]
 
     def predict_paths(self, paths: Iterable[Path], batch_size: int = 4,
                       errors: list[tuple[Path, str]] | None = None) -> Iterator[Prediction]:
         """Predict files in batches; unreadable files are recorded in ``errors`` and skipped."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        pending: list[tuple[np.ndarray, str]] = []
+        pending: list[tuple[np.ndarray, str, list[str]]] = []
         for path in paths:
             try:
-                pending.append((read_image(path), str(path)))
+                pending.append((*read_image_with_warnings(path), str(path)))
             except InputError as err:
                 if errors is None:
                     raise
                 errors.append((Path(path), str(err)))
                 continue
             if len(pending) == batch_size:
-                yield from self.predict_arrays(*map(list, zip(*pending, strict=True)))
+                yield from self._batch(pending)
                 pending = []
         if pending:
-            yield from self.predict_arrays(*map(list, zip(*pending, strict=True)))
+            yield from self._batch(pending)
 
-
-def _gray(image: np.ndarray, name: str | None) -> np.ndarray:
-    """An image array as the file reader would give it: ``(H, W)`` uint8."""
-    try:
-        from cobbnet.io.images import to_gray_uint8
-    except ImportError:  # before the shared conversion exists
-        array = np.asarray(image)
-        if array.ndim == 3:
-            array = array.mean(axis=2).astype(np.uint8)
-        if array.ndim != 2 or array.dtype != np.uint8:
-            raise InputError(f"{name or 'array'}: expected an (H, W) uint8 image, got {array.shape} {array.dtype}") from None
-        return array
-    return to_gray_uint8(image, name or "array")
+    def _batch(self, pending: list[tuple[np.ndarray, list[str], str]]) -> list[Prediction]:
+        return self.predict_arrays([p[0] for p in pending], [p[2] for p in pending], [p[1] for p in pending])
 
 
 def bundle_info() -> Bundle:
