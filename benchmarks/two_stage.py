@@ -51,7 +51,8 @@ def table(both: dict, alone: dict) -> str:
             ("landmark error, nearest true vertebra (px)", "landmark_error_matched_px"),
             ("MAE angle 1 / 2 / 3 (deg)", None), ("all three angles within 5 deg (%)", "within_5deg_all_pct"),
             ("all 17 levels right (%)", "levels_right_pct")]
-    lines = ["| metric | stage 1 alone | stage 1 + 2 |", "| --- | ---: | ---: |"]
+    lines = [f"{both['n_images']} radiographs, {both.get('n_rejected', 0)} rejected by the input gate "
+             "(left out of the figures)", "", "| metric | stage 1 alone | stage 1 + 2 |", "| --- | ---: | ---: |"]
     for label, key in rows:
         cells = []
         for m in (alone, both):
@@ -127,10 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     true = np.stack([s.landmarks for s in val_samples])
     write_json(a.out / "metrics.json", both)
     write_json(a.out / "stage1" / "metrics.json", alone)
-    write_json(a.out / "stage1-errors.json", stage1_errors(stage1, true))
+    ok = np.isfinite(stage1).all(axis=(1, 2, 3))
+    errors = stage1_errors(stage1[ok], true[ok])
+    write_json(a.out / "stage1-errors.json", errors)
     write_text(a.out / "two-stage.md", table(both, alone))
     print(table(both, alone))
-    print(json.dumps(stage1_errors(stage1, true), indent=1))
+    print(json.dumps(errors, indent=1))
 
 
 if __name__ == "__main__":

@@ -316,3 +316,23 @@ def test_chain_check_rejects_or_doubts_what_the_network_found(tmp_path, fake):
     assert gappy["status"] == "uncertain" and any("T6 interpolated" in w for w in gappy["warnings"])
     assert gappy["curves"] and (out / "gappy.png").is_file()
     assert [p.name for p, _ in summary.rejected] == ["faint.jpg"]
+
+
+def test_challenge_csv_has_the_aasce_layout(tmp_path, fake):
+    folder = tmp_path / "in"
+    for i in range(3):
+        radiograph(folder / f"r{i}.jpg", seed=i)
+    (folder / "junk.jpg").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    run([folder], out, challenge_csv=True)
+    lines = (out / "angles.csv").read_text().splitlines()
+    names = (out / "filenames.csv").read_text().splitlines()
+    assert len(lines) == len(names) == 4
+    assert names == [r["input"] for r in rows(out)]
+    for line, row in zip(lines, rows(out), strict=True):
+        values = [float(v) for v in line.split(",")]  # no header: three numbers a line
+        assert len(values) == 3
+        if row["status"] == "ok":
+            assert values == [float(row[f"challenge_angle_{i}_deg"]) for i in (1, 2, 3)]
+        else:
+            assert all(v != v for v in values)  # nan where no angles

@@ -284,6 +284,7 @@ def predict(
     engine: Annotated[str, typer.Option(help="auto (ONNX Runtime on CPUs without native bf16), torch or onnx.")] = "auto",
     report: Annotated[bool, typer.Option("--report", help="Also write a one-page PDF report per image.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs whose results are already in OUT (finish an interrupted run).")] = False,
+    challenge_csv: Annotated[bool, typer.Option("--challenge-csv", help="Also write angles.csv and filenames.csv in the AASCE challenge's exact layout.")] = False,
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
 ) -> None:
@@ -295,7 +296,8 @@ def predict(
     from cobbnet.infer import batch
 
     options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine, refine=_refine(stage2, no_refine),
-                            batch_size=batch_size, overlay=overlay, report=report, resume=resume)
+                            batch_size=batch_size, overlay=overlay, report=report, resume=resume,
+                            challenge_csv=challenge_csv)
     with _progress() as bar:
         task = bar.add_task("predicting")
 

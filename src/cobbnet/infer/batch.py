@@ -68,6 +68,7 @@ class Options:
     overlay: bool = True
     report: bool = False  # a one-page PDF per image
     resume: bool = False
+    challenge_csv: bool = False  # also angles.csv + filenames.csv in the AASCE layout
 
     def suffixes(self) -> tuple[str, ...]:
         """Output file suffixes per image, the JSON first."""
@@ -375,7 +376,26 @@ def run(paths: Sequence[str | os.PathLike], options: Options,
                          f"{finished + len(done)} finished rows kept in {RESULTS_CSV}") from None
     finally:
         table.close()
+    if options.challenge_csv:
+        write_challenge_csv(out)
     return summary
+
+
+CHALLENGE_FILES = ("angles.csv", "filenames.csv")
+
+
+def write_challenge_csv(out: Path) -> tuple[Path, Path]:
+    """``angles.csv`` and ``filenames.csv`` in the AASCE challenge's layout, from results.csv:
+    no header, three comma-separated angles a line (the challenge's order, the first the
+    largest) and the input on the same line of filenames.csv; an image without angles
+    (rejected or unreadable) gets ``nan,nan,nan``. Both written whole, atomically."""
+    rows = list(csv.DictReader(io.StringIO((out / RESULTS_CSV).read_text(encoding="utf-8"))))
+    cols = [f"challenge_angle_{i}_deg" for i in (1, 2, 3)]
+    angles = [[row[c] if row[c] else "nan" for c in cols] for row in rows]
+    paths = (out / CHALLENGE_FILES[0], out / CHALLENGE_FILES[1])
+    write_text(paths[0], _csv_lines(angles))
+    write_text(paths[1], "".join(f"{row['input']}\n" for row in rows))
+    return paths
 
 
 def _load_predictor(options: Options) -> Any:

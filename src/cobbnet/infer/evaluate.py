@@ -45,13 +45,23 @@ def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size:
 
 
 def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Metrics, predicted angles ``(N, 3)`` and true angles ``(N, 3)`` for a set of predictions."""
+    """Metrics, predicted angles ``(N, 3)`` and true angles ``(N, 3)`` for a set of predictions.
+
+    Radiographs the predictor rejected (NaN landmarks) are counted in ``n_rejected`` and left
+    out of every other figure; their predicted angles are NaN.
+    """
     heights = np.array([s.height for s in samples], dtype=np.float64)
     true_lm = np.stack([s.landmarks for s in samples])
     true_angles = np.stack([s.angles if s.angles is not None else cobb_angles_batch(s.landmarks[None], [s.height])[0][0]
                             for s in samples])
-    pred_angles = cobb_angles_batch(pred_landmarks, heights)[0]
-    return summarize(pred_angles, true_angles, pred_landmarks, true_lm), pred_angles, true_angles
+    ok = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))
+    pred_angles = np.full_like(true_angles, np.nan)
+    if not ok.any():
+        return {"n_images": len(samples), "n_rejected": int(len(samples))}, pred_angles, true_angles
+    pred_angles[ok] = cobb_angles_batch(pred_landmarks[ok], heights[ok])[0]
+    metrics = summarize(pred_angles[ok], true_angles[ok], pred_landmarks[ok], true_lm[ok])
+    metrics["n_rejected"] = int((~ok).sum())
+    return metrics, pred_angles, true_angles
 
 
 def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angles: np.ndarray,
