@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=HERE / "results" / "ablation")
     args = parser.parse_args(argv)
 
+    from cobbnet.infer.evaluate import evaluate, fold_samples
     from cobbnet.io.aasce import read_split
     from cobbnet.training.config import load_config
-    from cobbnet.infer.evaluate import evaluate, fold_samples
     from cobbnet.training.train import run_dir, train_folds
 
     rows: dict[str, list[dict]] = {}

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from cobbnet.spine import landmarks
-from cobbnet.io.aasce import Sample, read_labels_mat, read_split
-from cobbnet.spine.cobb import cobb_angles_batch
 from cobbnet.errors import InputError
+from cobbnet.io.aasce import Sample, read_labels_mat, read_split
 from cobbnet.io.images import read_image
+from cobbnet.spine import landmarks
+from cobbnet.spine.cobb import cobb_angles_batch
 
 SIZES = [(64, 160), (80, 200)]  # (width, height)
 

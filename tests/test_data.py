@@ -11,8 +11,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cobbnet.spine import landmarks as lmk
+from cobbnet.errors import InputError
 from cobbnet.io.aasce import Sample
+from cobbnet.nn.decode import to_input
+from cobbnet.nn.targets import encode
+from cobbnet.spine import landmarks as lmk
 from cobbnet.training.data import (
     JPEG_REDUCE,
     Augment,
@@ -23,9 +26,6 @@ from cobbnet.training.data import (
     prepare_image,
     set_dataset_epoch,
 )
-from cobbnet.nn.decode import to_input
-from cobbnet.errors import InputError
-from cobbnet.nn.targets import encode
 
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 INPUT = (256, 128)

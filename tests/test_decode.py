@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cobbnet.nn.decode import decode, peaks, to_input, to_original, top_peaks
-from cobbnet.nn.heads import HEADS, STRIDE, gather, patches
-from cobbnet.spine.landmarks import N_VERTEBRAE, centers
 from cobbnet.io.synthetic import KINDS
 from cobbnet.io.synthetic import random_spine as random_spine_synthetic
+from cobbnet.nn.decode import decode, peaks, to_input, to_original, top_peaks
+from cobbnet.nn.heads import HEADS, STRIDE, gather, patches
 from cobbnet.nn.targets import encode_batch, map_size
+from cobbnet.spine.landmarks import N_VERTEBRAE, centers
 
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
 SMALL = (256, 128)  # input (H, W) for fast tests: maps of 64 x 32

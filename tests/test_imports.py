@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cobbnet.cli import TRAIN_MODULES, app
 
 # what only the training extra brings; none may load when the core is imported
-HEAVY = ("torch", "torchvision", "timm", "lightning", "albumentations")
+HEAVY = ("torch", "torchvision", "timm", "lightning", "albumentations", "scipy")
 
 _PROBE = textwrap.dedent('''
     import importlib, pkgutil, sys

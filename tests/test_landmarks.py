@@ -7,8 +7,8 @@ import pytest
 from spines import AASCE, needs_aasce
 from spines import tilted_spine as spine
 
-from cobbnet.spine import landmarks as lmk
 from cobbnet.errors import InputError
+from cobbnet.spine import landmarks as lmk
 
 # A double curve whose apical vertebrae tilt up to 50 degrees: their two smallest-y corners
 # are a top and a bottom corner, which an order by image y alone would pair up wrongly.

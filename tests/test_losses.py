@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cobbnet.io import synthetic
-
 from cobbnet.nn import targets
 from cobbnet.nn.heads import HEADS, STRIDE
 from cobbnet.nn.losses import (

@@ -131,19 +131,23 @@ def test_summarize_keys_and_values():
     pred, true = PRED[:2], TRUE[:2]
     out = metrics.summarize(pred, true, pred_lm, true_lm)
     per_col = ["smape", "mae", "max_error", "pearson"]
-    expected_keys = {"smape", "within_5deg", "landmark_error_px", "landmark_mse_px2", "n_images"}
+    expected_keys = {"smape", "within_5deg", "landmark_error_px", "landmark_mse_px2", "n_images", "smape_ci95",
+                     "within_5deg_all_pct", "landmark_error_matched_px", "levels_right_pct"}
     expected_keys |= {f"{p}_{c}" for p in per_col for c in ANGLE_COLUMNS}
     assert set(out) == expected_keys
     assert {"smape_pt", "smape_mt", "smape_tl", "mae_pt", "pearson_tl"} <= set(out)
     assert out["n_images"] == 2
     assert out["smape"] == pytest.approx(metrics.smape(pred, true))
     assert out["smape_mt"] == pytest.approx(metrics.smape_per_column(pred, true)[1])
+    lo, hi = out["smape_ci95"]
+    assert lo <= out["smape"] <= hi
+    assert out["levels_right_pct"] in (0.0, 50.0, 100.0)
     assert out["mae_tl"] == pytest.approx(metrics.angle_mae(pred, true)[2])
     assert out["max_error_pt"] == pytest.approx(2.0)
     assert out["within_5deg"] == pytest.approx(1.0)
     assert out["landmark_error_px"] == pytest.approx((5.0 + 68 * 2.0) / 136)
     assert out["landmark_mse_px2"] == pytest.approx((25.0 + 68 * 4.0) / 136)
-    assert all(type(v) in (int, float) for v in out.values())
+    assert all(type(v) in (int, float) for k, v in out.items() if k != "smape_ci95")  # plain numbers for JSON
     json.dumps(out)  # plain numbers only
 
 
@@ -157,3 +161,11 @@ def test_summarize_without_landmarks_and_with_only_one_side():
         metrics.summarize(PRED[:2], TRUE[:2], pred_lm, None)
     with pytest.raises(ValueError):  # landmarks for 2 images, angles for 3
         metrics.summarize(PRED, TRUE, pred_lm, pred_lm)
+
+
+def test_levels_right_and_matched_error_tell_names_from_corners():
+    true = np.stack([np.stack([[0, 10 * v], [10, 10 * v], [0, 10 * v + 5], [10, 10 * v + 5]]) for v in range(17)]).astype(float)
+    shifted = np.concatenate([true[1:], true[-1:] + [0, 10]])  # every level named one too high
+    assert metrics.levels_right(true[None], true[None]).all()
+    assert not metrics.levels_right(shifted[None], true[None]).any()
+    assert metrics.matched_landmark_error(shifted[None], true[None]) < metrics.landmark_error(shifted[None], true[None])

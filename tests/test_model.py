@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cobbnet.nn import backbones
-
 from cobbnet.io import synthetic
-
-from cobbnet.nn import targets
+from cobbnet.nn import backbones, targets
 from cobbnet.nn.decode import decode
 from cobbnet.nn.heads import HEADS, HM_BIAS, STRIDE, gather
-from cobbnet.spine.landmarks import N_VERTEBRAE
 from cobbnet.nn.losses import LossConfig, compute_losses
 from cobbnet.nn.model import (
     PEAK_OUTPUTS,
@@ -24,6 +20,7 @@ from cobbnet.nn.model import (
     build_model,
     count_parameters,
 )
+from cobbnet.spine.landmarks import N_VERTEBRAE
 
 BACKBONES = backbones.available()
 

@@ -8,11 +8,10 @@ import torch
 from matplotlib.path import Path
 
 from cobbnet.io import synthetic
-
 from cobbnet.nn import targets
 from cobbnet.nn.heads import STRIDE
-from cobbnet.spine.landmarks import BL, BR, TL, TR
 from cobbnet.nn.raster import fill_quads
+from cobbnet.spine.landmarks import BL, BR, TL, TR
 
 MAP = (256, 128)  # the output map of the default 1024 x 512 input
 

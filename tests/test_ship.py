@@ -52,8 +52,9 @@ def test_ship_writes_onnx_that_matches_torch_and_fp16_weights(trained, tmp_path:
     with torch.no_grad():
         want = PeakNet(net1, CANDIDATES)(x)
     got = OnnxModel(b.stage1_onnx)(x.numpy())
-    np.testing.assert_array_equal(got["ind"], want["ind"].numpy())
-    np.testing.assert_allclose(got["cnr"], want["cnr"].numpy(), atol=1e-4)
+    # an untrained heatmap is nearly flat, so the order of tied peaks may differ: compare maps
+    np.testing.assert_allclose(got["hm"], want["hm"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(got["scores"], want["scores"].numpy(), atol=1e-5)
     net2, _ = refine.load(b.stage2_weights)
     p = torch.rand(5, 1, 64, 64)
     with torch.no_grad():

@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from cobbnet.spine.cobb import cobb_angles_batch
 from cobbnet.errors import InputError
-from cobbnet.spine.landmarks import BL, BR, TL, TR, canonical_order, centers, from_csv_row, from_p2
 from cobbnet.io.synthetic import (
     KINDS,
     make_radiograph,
@@ -18,6 +16,8 @@ from cobbnet.io.synthetic import (
     synth_samples,
     write_dataset,
 )
+from cobbnet.spine.cobb import cobb_angles_batch
+from cobbnet.spine.landmarks import BL, BR, TL, TR, canonical_order, centers, from_csv_row, from_p2
 
 SMALL = (256, 128)  # (H, W)
 

@@ -245,6 +245,7 @@ def evaluate(
     fold_only: Annotated[bool, typer.Option(help="Evaluate CHECKPOINT only on the validation fold it was trained without.")] = False,
     precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
+    no_gate: Annotated[bool, typer.Option("--no-gate", help="Score every radiograph, also those the input gate would reject.")] = False,
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
 ) -> None:
@@ -267,7 +268,8 @@ def evaluate(
     with _progress() as bar:
         task = bar.add_task("evaluating", total=len(samples))
         metrics = ev.evaluate(checkpoint, samples, out, precision, batch_size,
-                              on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine))
+                              on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine),
+                              gate=not no_gate)
     console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
     console.print(f"wrote {out / 'metrics.json'}, {out / 'per_image.csv'} and plots")
 

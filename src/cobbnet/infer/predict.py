@@ -84,12 +84,13 @@ def _refine(stage2: Stage2, image: np.ndarray, landmarks: np.ndarray, iterations
 class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | None = None, refine: str | os.PathLike | bool | None = None,
                  engine: str = "auto", precision: str = "auto", device: str = "auto",
-                 threads: int | None = None, iterations: int = 1):
+                 threads: int | None = None, iterations: int = 1, gate: bool = True):
         if engine not in ("auto", "onnx", "torch"):
             raise InputError(f"engine: {engine!r} is not one of auto, onnx, torch")
         if iterations < 1:
             raise InputError(f"iterations: must be at least 1, got {iterations}")
         self.iterations = iterations
+        self.gate = gate  # False: read every image, even one the input gate would reject
         bundle = read_bundle() if checkpoint is None or refine in (None, True) else None
         if checkpoint is None and engine in ("auto", "onnx") and precision in ("auto", "fp32"):
             self.stage1: Stage1 = OnnxModel(bundle.stage1_onnx, threads)
@@ -142,7 +143,7 @@ class Predictor:
         results: list[Prediction | None] = [None] * len(images)
         todo = []
         for i, image in enumerate(images):
-            reason = check_image(image)
+            reason = check_image(image) if self.gate else None
             if reason is not None:
                 results[i] = self._rejected(names[i], image, reason, warnings[i])
             else:
@@ -167,7 +168,7 @@ class Predictor:
         for v, s in enumerate(chain.scores):
             if chain.picked[v] >= 0 and s < LOW_CONFIDENCE:
                 flags[v].append("low_confidence")
-        status, reason, found = assess(lm, chain.scores, flags, (W, H))
+        status, reason, found = assess(lm, chain.scores, flags, (W, H)) if self.gate else ("ok", None, [])
         if status == "rejected":
             return self._rejected(name, image, reason or "no plausible chain of vertebrae", warnings + found)
         return Prediction(name, lm, chain.scores, cobb_angles(lm, H), (W, H), flags, status, reason,

@@ -12,11 +12,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cobbnet.io.outputs import atomic_path
+from cobbnet.report.overlay import ANGLE_COLOURS
 from cobbnet.spine.cobb import ANGLE_COLUMNS
 from cobbnet.spine.landmarks import LEVELS
 from cobbnet.spine.metrics import angle_mae, pearson_r
-from cobbnet.io.outputs import atomic_path
-from cobbnet.report.overlay import ANGLE_COLOURS
 
 
 def _figure(ncols: int, width: float = 4.2, height: float = 4.2) -> tuple[Figure, np.ndarray]:

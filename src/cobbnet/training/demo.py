@@ -14,13 +14,13 @@ from typing import Any
 
 from rich.console import Console
 
-from cobbnet.io.aasce import read_split
-from cobbnet.training.config import load_config
 from cobbnet.infer.evaluate import evaluate
-from cobbnet.io.outputs import write_json
 from cobbnet.infer.predict import Predictor
-from cobbnet.report.overlay import save_overlay
+from cobbnet.io.aasce import read_split
+from cobbnet.io.outputs import write_json
 from cobbnet.io.synthetic import write_dataset
+from cobbnet.report.overlay import save_overlay
+from cobbnet.training.config import load_config
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 N_TRAIN, N_TEST, N_OVERLAYS = 60, 16, 4

@@ -14,12 +14,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from cobbnet.spine.cobb import cobb_angles_batch
-from cobbnet.training.config import Config, from_dict
 from cobbnet.nn.decode import decode, to_original
 from cobbnet.nn.losses import compute_losses
-from cobbnet.spine.metrics import landmark_error, smape
 from cobbnet.nn.model import build_model
+from cobbnet.spine.cobb import cobb_angles_batch
+from cobbnet.spine.metrics import landmark_error, smape
+from cobbnet.training.config import Config, from_dict
 
 
 class LitCobbNet(L.LightningModule):

@@ -21,16 +21,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, OnExceptionCh
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import ConcatDataset, DataLoader
 
-from cobbnet.training import checkpoint
+from cobbnet.errors import InputError
 from cobbnet.io.aasce import Sample, read_split
+from cobbnet.io.outputs import write_text
 from cobbnet.spine.audit import audit_samples
+from cobbnet.spine.landmarks import canonical_order
+from cobbnet.training import checkpoint
 from cobbnet.training.config import Config, dump_yaml
 from cobbnet.training.data import Augment, SpineDataset, set_dataset_epoch, split_indices
-from cobbnet.errors import InputError
 from cobbnet.training.hardware import lightning_precision
-from cobbnet.spine.landmarks import canonical_order
 from cobbnet.training.lit import LitCobbNet
-from cobbnet.io.outputs import write_text
 
 # Lightning 2.6 warns about a checkpoint path nobody passed and about its own deprecated internals
 for _pattern in (r".*\.fit\(ckpt_path=.*", r".*LeafSpec.*", r".*litlogger.*"):
