@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", type=Path, default=AASCE)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/two-stage"))
     p.add_argument("--limit", type=int, default=None, help="only the first N validation radiographs")
-    p.add_argument("--iterations", type=int, default=1)
+    p.add_argument("--iterations", type=int, default=None, help="stage-2 passes (default: the predictor's)")
+    p.add_argument("--no-gate", action="store_true", help="score every radiograph, also those the gate rejects")
     p.add_argument("--speed", type=int, default=0, metavar="N",
                    help="instead: time the bundled model end to end on N synthetic radiographs")
     a = p.parse_args(argv)
@@ -117,7 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     samples = read_split(a.root, "training")
     _, val = split_indices([s.name for s in samples], 15, 0, holdout_file=SPLIT)
     val_samples = [samples[i] for i in val][: a.limit]
-    predictor = Predictor(a.stage1, refine=a.stage2 if a.stage2 else None, iterations=a.iterations)
+    predictor = Predictor(a.stage1, refine=a.stage2 if a.stage2 else None,
+                          **({} if a.iterations is None else {"iterations": a.iterations}),
+                          gate=not a.no_gate)
     start = time.perf_counter()
     pred, _, stage1 = predict_samples(predictor, val_samples)
     seconds = (time.perf_counter() - start) / len(val_samples)

@@ -121,12 +121,12 @@ def landmark_error_by_level(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 def smape_interval(pred: np.ndarray, true: np.ndarray, n_boot: int = 2000, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float]:
-    """Bootstrap interval of ``smape`` over radiographs: resample the N rows with replacement."""
+    """Bootstrap interval of ``smape`` over radiographs: resample the N rows with replacement
+    and take the percentiles of the resampled means of the per-image ratios."""
     p, t = _angles(pred, true)
-    num = np.abs(p - t).sum(axis=1)
-    den = (p + t).sum(axis=1)
+    per_image = _safe_ratio(np.abs(p - t).sum(axis=1), (p + t).sum(axis=1))  # (N,), as smape
     idx = np.random.default_rng(seed).integers(0, len(p), (n_boot, len(p)))
-    boot = 100.0 * num[idx].sum(axis=1) / np.maximum(den[idx].sum(axis=1), 1e-12)
+    boot = 100.0 * per_image[idx].mean(axis=1)
     lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
 
