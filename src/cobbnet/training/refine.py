@@ -32,6 +32,7 @@ from cobbnet.io.outputs import atomic_path, write_json
 from cobbnet.nn.refine import CornerNet, RefineConfig
 from cobbnet.spine import patches
 from cobbnet.spine.landmarks import BL, BR, TL, TR
+from cobbnet.training.config import apply_overrides
 from cobbnet.training.data import split_indices
 from cobbnet.training.train import treat_faulty_labels
 
@@ -75,10 +76,7 @@ class RefineRun:
 
 def load_run_config(path: str | None, overrides: list[str]) -> RefineRun:
     raw: dict[str, Any] = yaml.safe_load(Path(path).read_text()) if path else {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    raw = apply_overrides(raw, overrides)  # the stage-1 configs' section.key=value parser
     known = {"model": RefineConfig, "train": RefineTrain}
     for section, values in raw.items():
         if section not in known or set(values) - {f.name for f in fields(known[section])}:
