@@ -186,9 +186,15 @@ def test_demo_runs_end_to_end(tmp_path):
     from cobbnet.training.demo import run_demo
 
     summary = run_demo(tmp_path / "demo", overrides=["train.epochs=1"])
-    assert np.isfinite(summary["smape"])
+    assert summary["n_val"] == 16 and np.isfinite(summary["smape"])  # evaluated without the gate
     assert Path(summary["report"]).is_file()
-    assert len(list(Path(summary["overlays"]).glob("*.png"))) >= 1
+    # every predicted image has its JSON; an overlay exactly where the gate did not reject it
+    results = sorted(Path(summary["overlays"]).rglob("*.json"))
+    assert len(results) == 4
+    for path in results:
+        status = json.loads(path.read_text())["status"]
+        assert path.with_suffix(".png").is_file() == (status != "rejected"), (path, status)
+    assert len(summary["rejected"]) == sum(json.loads(p.read_text())["status"] == "rejected" for p in results)
 
 
 def test_state_is_saved_after_every_epoch_not_only_at_the_end(tmp_path):

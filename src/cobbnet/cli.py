@@ -344,9 +344,10 @@ def demo(
     from cobbnet.training.demo import run_demo
 
     summary = run_demo(out, seed, console)
+    rejected = f" ({summary['n_rejected']} of them rejected by the input gate)" if summary["n_rejected"] else ""
     console.print(f"[bold]demo done[/bold]: validation SMAPE {summary['smape']:.2f} on "
                   f"{summary['n_val']} unseen synthetic radiographs; report {summary['report']}; "
-                  f"overlays in {summary['overlays']}")
+                  f"overlays{rejected} in {summary['overlays']}")
 
 
 @app.command()
