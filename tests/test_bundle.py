@@ -40,7 +40,10 @@ def test_example_is_what_its_recipe_makes() -> None:
 
 def test_example_can_be_rewritten_elsewhere(tmp_path: Path) -> None:
     path = bundle.write_example(tmp_path)
-    assert path.read_bytes() == bundle.example_path().read_bytes()
+    # the same pixels up to the JPEG encoder's rounding: the bytes depend on OpenCV's libjpeg build
+    rewritten, shipped = read_image(path).astype(float), read_image(bundle.example_path()).astype(float)
+    assert rewritten.shape == shipped.shape
+    assert np.abs(rewritten - shipped).mean() < 1.0
     assert json.loads(path.with_suffix(".json").read_text()) == json.loads(
         bundle.example_path().with_suffix(".json").read_text())
 

@@ -112,6 +112,20 @@ def test_same_seed_same_weights(tmp_path):
         torch.testing.assert_close(pa, pb, msg=f"{name} differs between identical runs")
 
 
+def test_init_starts_from_given_weights(tiny_run, tmp_path):
+    # lr 0: Adam moves nothing, so the run's weights are exactly those it started from
+    run = train(tiny_config(tmp_path, "train.epochs=1", "data.synthetic_train=4", "train.lr=0",
+                            "train.warmup_steps=0", f"train.init={tiny_run['best']}"), progress=False)
+    start, _ = checkpoint.load(tiny_run["best"])
+    end, _ = checkpoint.load(run["last"])
+    weights = {n: p for n, p in end.named_parameters()}
+    for name, p in start.named_parameters():
+        torch.testing.assert_close(weights[name], p, msg=f"{name} not taken from train.init")
+    with pytest.raises(InputError, match="not a readable safetensors"):
+        train(tiny_config(tmp_path / "b", "train.epochs=1", f"train.init={tmp_path / 'none.safetensors'}"),
+              progress=False)
+
+
 def test_predictor_takes_paths_and_arrays(tiny_run, images):
     from cobbnet.io.images import read_image
 

@@ -77,6 +77,9 @@ class TrainConfig:
     # and the saved weights use the average
     ema: float = 0.0
     threads: int | None = None  # torch intra-op threads on CPU; None leaves torch's default
+    # start from these weights (a .safetensors checkpoint of the same model), not from scratch;
+    # a resumed run takes its weights from its saved state instead
+    init: str | None = None
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     val_every: int = 1

@@ -177,6 +177,11 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
         check_val_every_n_epoch=t.val_every, default_root_dir=folder, num_sanity_val_steps=0,
     )
     module = LitCobbNet(cfg.to_dict())
+    if t.init:
+        checkpoint.load_weights(t.init, module.model)
+        if module.ema is not None:  # the average starts from the same weights
+            module.ema.module.load_state_dict(module.model.state_dict())
+        print(f"started from {t.init}")
     ckpt = _resume_path(state) if resume else None
     if resume and ckpt is None:
         print(f"no saved state in {state}: starting from scratch")
