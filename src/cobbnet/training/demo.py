@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.console import Console
 
-from cobbnet.infer.evaluate import evaluate
 from cobbnet.infer.batch import Options, run
+from cobbnet.infer.evaluate import evaluate
 from cobbnet.io.aasce import read_split
 from cobbnet.io.synthetic import write_dataset
 from cobbnet.training.config import load_config
@@ -56,7 +56,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, console: Console | None = No
     overlays = out / "overlays"
     samples = read_split(test_root)[:N_OVERLAYS]
     done = run([s.image_path for s in samples], Options(out=overlays, checkpoint=Path(result["best"])))
-    for path, reason in done.rejected:
+    for _path, reason in done.rejected:
         console.print(f"  rejected, no overlay: {reason}")
     return {"smape": metrics.get("smape", float("nan")), "n_val": metrics["n_images"],
             "n_rejected": len(done.rejected), "report": str(report / "metrics.json"),
