@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="instead: time the bundled model end to end on N synthetic radiographs")
     a = p.parse_args(argv)
     if a.speed:
-        result = speed(a.speed)
+        import datetime
+        import os
+
+        result = {**speed(a.speed), "radiographs": a.speed, "rounds": 5, "cpus": os.cpu_count(),
+                  "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv])}
         write_json(a.out / "speed.json", result)
         print(json.dumps(result, indent=1))
         return

@@ -103,3 +103,30 @@ def test_bundled_model_knows_its_grouped_validation_split() -> None:
     held_out = fold_samples(None, samples)  # evaluate --fold-only without --checkpoint
     assert held_out == fold_samples(bundle.bundled_checkpoint(), samples)
     assert {patient_key(s.name) for s in held_out} == {k for k in read_holdout("aasce-holdout") if k.isdigit()}
+
+
+# Measured with the bundled model on the 94 held-out radiographs: 12 move a level centre by more
+# than half a vertebra in one of the three encodings (README, "Level names"); the target is 0.
+# The bound leaves room for the CPU's kernels deciding a near tie the other way on one or two.
+MAX_UNSTABLE_LEVELS = 14
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_MODEL, reason="this build ships no model")
+def test_levels_survive_re_encoding_on_held_out_radiographs(aasce_root, dicom_writer, tmp_path) -> None:
+    from cobbnet import Predictor
+    from cobbnet.infer.evaluate import fold_samples
+    from cobbnet.io.aasce import read_split
+
+    predictor = Predictor()
+    unstable = []
+    for sample in fold_samples(None, read_split(aasce_root, "training")):
+        jpeg = read_image(sample.image_path)  # (H, W) uint8
+        dicom = read_image(dicom_writer(tmp_path / "x.dcm", jpeg.astype(np.uint16) * 16, bits_stored=12))
+        brighter = np.minimum(jpeg.astype(np.int16) + 1, 255).astype(np.uint8)
+        centres = [p.landmarks.mean(axis=1) for p in predictor.predict_arrays([jpeg, dicom, brighter], [None] * 3)]
+        step = np.median(np.linalg.norm(np.diff(centres[0], axis=0), axis=1))  # one vertebra, px
+        moved = max(np.linalg.norm(c - centres[0], axis=1).max() for c in centres[1:]) / step
+        if moved > 0.5:
+            unstable.append(f"{sample.name}: {moved:.2f} vertebrae")
+    assert len(unstable) <= MAX_UNSTABLE_LEVELS, unstable

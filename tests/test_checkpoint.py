@@ -118,3 +118,21 @@ def test_yaml_lists_and_json_numbers_still_fit():
     cfg = from_dict({"model": {"input_size": [512, 256]}, "train": {"lr": 1, "devices": [0, 1]},
                      "data": {"synthetic_size": None}}, "x")
     assert cfg.model.input_size == (512, 256) and cfg.train.lr == 1
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+STAGE1_CONFIGS = [p for p in CONFIGS if p.stem != "stage2"]  # stage2.yaml is training.refine's
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_loads(path: Path) -> None:
+    if path not in STAGE1_CONFIGS:
+        from cobbnet.training.refine import load_run_config
+
+        assert load_run_config(str(path), []).train.epochs >= 1
+        return
+    cfg = load_config(path, [])
+    assert cfg.train.epochs >= 1 and cfg.train.name
+    if cfg.train.init:  # a later phase starts from another config's run, named by that run's name
+        names = {load_config(p, []).train.name for p in STAGE1_CONFIGS}
+        assert Path(cfg.train.init).parts[1] in names, cfg.train.init

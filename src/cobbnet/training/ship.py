@@ -149,6 +149,9 @@ derived from them, so use them for research under the same terms.
 
 ## Validation ({metrics.get('n_images', '?')} radiographs of held-out patients)
 
+The shipped bundle as the light install runs it ({metrics.get('mode', '?')}):
+`cobbnet evaluate --data ../shared/boostnet_labeldata --fold-only --out DIR` reproduces these.
+
 | metric | stage 1 alone | stage 1 + 2 |
 | --- | --- | --- |
 {table}
