@@ -180,3 +180,26 @@ def test_cached_graph_is_checked_and_rebuilt_when_broken(small_checkpoint: Path,
     graph.write_bytes(b"")  # truncated to nothing, stamp kept
     cached_onnx(small_checkpoint)
     assert "broken" in capsys.readouterr().err and graph.stat().st_size > 1000
+
+
+def test_image_norm_graph_matches_torch_and_ignores_brightness(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model = ModelConfig(backbone="hrnet_w18_small_v2", input_size=SIZE, input_norm="image")
+    model = build_model(cfg.model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(torch.rand(4, 1, *SIZE))
+    ckpt = checkpoint.save(tmp_path / "inv", model.eval(), cfg)
+    runner = OnnxRunner(export_onnx(ckpt, tmp_path / "inv.onnx"), threads=1)
+    x = torch.rand(2, 1, *SIZE, generator=torch.Generator().manual_seed(3)) * 0.8
+    with torch.inference_mode():
+        want = PeakNet(model, CANDIDATES)(x)
+    got, brighter = runner.run_network(x), runner.run_network(x + 1 / 255)
+    torch.testing.assert_close(got["ind"], want["ind"])
+    torch.testing.assert_close(brighter["ind"], got["ind"])
+    for name in ("hm", "scores", "reg", "cnr"):
+        torch.testing.assert_close(got[name], want[name], rtol=1e-3, atol=2e-4)
+        torch.testing.assert_close(brighter[name], got[name], rtol=1e-3, atol=2e-4)

@@ -19,6 +19,7 @@ from cobbnet.nn.model import (
     PeakNet,
     build_model,
     count_parameters,
+    normalize,
 )
 from cobbnet.spine.landmarks import N_VERTEBRAE
 
@@ -190,3 +191,25 @@ def test_peak_net_skips_the_dense_offset_and_mask_heads() -> None:
     c_in, c_mid = model.backbone.out_channels, model.cfg.head_channels
     head_3x3 = 2 * h * w * c_in * 9 * c_mid / 1e9  # one head's dense 3x3 conv
     assert dense - sparse == pytest.approx(3 * head_3x3, rel=0.02)  # reg, cnr and mask
+
+
+def test_image_norm_is_the_same_for_any_brightness_and_contrast() -> None:
+    x = torch.rand(2, 1, 64, 32, generator=torch.Generator().manual_seed(0))
+    ref = normalize(x, "image")
+    assert ref.mean(dim=(1, 2, 3)).abs().max() < 1e-5
+    torch.testing.assert_close(ref.std(dim=(1, 2, 3), unbiased=False), torch.ones(2), atol=1e-4, rtol=0)
+    for a, b in ((2.0, 0.0), (0.5, 0.3), (1.0, 1 / 255)):  # contrast, brightness, one grey level
+        torch.testing.assert_close(normalize(a * x + b, "image"), ref, atol=1e-4, rtol=0)
+    assert torch.isfinite(normalize(torch.full((1, 1, 8, 8), 0.5), "image")).all()  # a blank image
+    assert not torch.allclose(normalize(x + 0.1), normalize(x))  # the fixed constants are not
+
+
+def test_image_norm_network_reads_a_brighter_copy_alike() -> None:
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1)) * 0.6
+    model = _calibrated(_model(input_norm="image"), x)
+    with torch.no_grad():
+        ref, brighter = model(x), model(1.2 * x + 0.05)
+    for name in HEADS:
+        torch.testing.assert_close(brighter[name], ref[name], atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="input_norm"):
+        ModelConfig(input_norm="percentile")

@@ -27,6 +27,11 @@ from cobbnet.spine.landmarks import N_VERTEBRAE
 MEAN = 0.449
 STD = 0.226
 INPUT_MULTIPLE = 32  # the coarsest backbone stream has stride 32
+# "fixed": (x - MEAN) / STD, the paper's; "image": each image standardised by its own mean and
+# std, so that any brighter or higher-contrast encoding of the same radiograph (a DICOM
+# stretched over its own range, one grey level added) gives the network the same input
+INPUT_NORMS: tuple[str, ...] = ("fixed", "image")
+IMAGE_STD_FLOOR = 1e-3  # a blank image has no spread to divide by
 PROB_EPS = 1e-4  # CenterNet's _sigmoid clamp: keeps log(p) and log(1 - p) finite in focal losses
 SIGMOID_HEADS = frozenset({"hm", "mask"})  # probability maps; the others are raw offsets
 MASK_PRIOR = 0.1  # vertebrae cover roughly a tenth of an AP radiograph
@@ -50,9 +55,12 @@ class ModelConfig:
     head_channels: int = 64
     pretrained: bool = False
     input_size: tuple[int, int] = (1024, 512)  # (H, W) of the network input
+    input_norm: str = "fixed"  # INPUT_NORMS
 
     def __post_init__(self) -> None:
         check_input_size(*self.input_size)
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {self.input_norm!r}; expected one of {', '.join(INPUT_NORMS)}")
 
 
 def check_input_size(H: int, W: int) -> None:
@@ -64,13 +72,21 @@ def check_input_size(H: int, W: int) -> None:
         )
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """``(B, 1 or 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` standardised; RGB is averaged to gray."""
+def normalize(x: torch.Tensor, mode: str = "fixed") -> torch.Tensor:
+    """``(B, 1 or 3, H, W)`` in [0, 1] -> ``(B, 1, H, W)`` standardised; RGB is averaged to gray.
+
+    ``mode`` "fixed" uses MEAN and STD; "image" each image's own mean and std, which makes the
+    result the same for ``a * x + b`` (a > 0) as for ``x``.
+    """
     B, C, H, W = x.shape
     if C == 3:
         x = x.mean(dim=1, keepdim=True)
     elif C != 1:
         raise ValueError(f"expected 1 (gray) or 3 (RGB) input channels, got {C}")
+    if mode == "image":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+        std = ((x - mean) ** 2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        return (x - mean) / std.clamp_min(IMAGE_STD_FLOOR)
     return (x - MEAN) / STD
 
 
@@ -110,7 +126,7 @@ class CobbNet(nn.Module):
         """``(B, 1, H, W)`` in [0, 1] -> ``{name: (B, HEADS[name], H/4, W/4)}``."""
         B, C, H, W = x.shape
         check_input_size(H, W)
-        feats = self.backbone(normalize(x))  # (B, c_in, H/4, W/4)
+        feats = self.backbone(normalize(x, self.cfg.input_norm))  # (B, c_in, H/4, W/4)
         out = {}
         for name, head in self.heads.items():
             # float32 whatever the autocast dtype: the decoder's peaks and offsets need it
@@ -149,7 +165,7 @@ class PeakNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         B, C, H, W = x.shape
         check_input_size(H, W)
-        feats = self.backbone(normalize(x))  # (B, c_in, H/4, W/4)
+        feats = self.backbone(normalize(x, self.cfg.input_norm))  # (B, c_in, H/4, W/4)
         hm = clamped_sigmoid(self.hm(feats).float())
         scores, ind = top_peaks(hm, self.k)
         window = self.hm[0].kernel_size[0]
