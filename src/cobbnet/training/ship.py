@@ -98,6 +98,20 @@ def _row(label: str, key: str, *ms: dict[str, Any]) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
+def _start(t: dict[str, Any]) -> str:
+    """How the last stage-1 run began: from scratch, or from an earlier run's weights."""
+    if t.get("init"):
+        return (f"{t['epochs']} epochs from the weights of an earlier run ({t['init']}; the phases and"
+                " their configs are in docs/two-stage.md), the first phase from scratch (no ImageNet weights)")
+    return f"{t['epochs']} epochs from scratch (no ImageNet weights)"
+
+
+def _norm(m: dict[str, Any]) -> str:
+    if m.get("input_norm") == "image":
+        return "each radiograph's own mean and std"
+    return "fixed constants"
+
+
 def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
                stage1_metrics: dict[str, Any], size: int, notes: str = "") -> str:
     m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
@@ -140,9 +154,11 @@ The AASCE images are under a research licence and are not distributed here; the 
 derived from them, so use them for research under the same terms.
 
 ## Training
-- Stage 1: {t['epochs']} epochs from scratch (no ImageNet weights), batch {t['batch_size']},
+- Stage 1: {_start(t)}, batch {t['batch_size']},
   Adam lr {t['lr']}, {t['warmup_steps']} warm-up steps, {t['lr_schedule']} schedule, weight
-  EMA {t.get('ema', 0)}, heatmap focal loss from logits: {loss.get('focal_logits')}.
+  EMA {t.get('ema', 0)}, heatmap focal loss from logits: {loss.get('focal_logits')}, input
+  normalised by {_norm(m)}, {d.get('extra_synthetic', 0)} synthetic radiographs added to the
+  training patients.
 - Stage 2: {t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
   {t2['jitter_centre']} widths, {t2['jitter_angle']} degrees and {t2['jitter_scale']} log-scale,
   batch {t2['batch_size']}, AdamW lr {t2['lr']}.
