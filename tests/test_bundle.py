@@ -105,11 +105,11 @@ def test_bundled_model_knows_its_grouped_validation_split() -> None:
     assert {patient_key(s.name) for s in held_out} == {k for k in read_holdout("aasce-holdout") if k.isdigit()}
 
 
-# Measured with the bundled model on the 94 held-out radiographs: 2 move a level centre by more
+# Measured with the bundled model on the 94 held-out radiographs: 1 moves a level centre by more
 # than half a vertebra between the JPEG and the DICOM stretched over its own range (the reader's
 # 8-bit rounding of the stretched values is not a brightness change), none with one grey level
-# added (README, "Level names"). The bound leaves room for one near tie decided the other way.
-MAX_UNSTABLE_LEVELS = 3
+# added (README, "Re-encoding"). The bound leaves room for one near tie decided the other way.
+MAX_UNSTABLE_LEVELS = 2
 
 
 @pytest.mark.slow

@@ -49,13 +49,13 @@ MAX_WIDTH_PER_HEIGHT = 1.0
 
 # ---- assess: the chain of vertebrae ----
 # The chain's evidence: the mean score over the 17 levels, an interpolated level counting 0.
-# Below this, no spine was found. With the bundled model AASCE radiographs score 0.324 or more
-# (1st percentile 0.362), synthetic 0.607 or more; the junk that passes check_image (small
+# Below this, no spine was found. With the bundled model AASCE radiographs score 0.329 or more
+# (1st percentile 0.405), synthetic 0.673 or more; the junk that passes check_image (small
 # drawings under film grain) scored 0.17-0.26 with the earlier stage 1 and is rejected here by
 # this threshold (benchmarks/results/gate.md)
 MIN_CHAIN_SCORE = 0.27
 # more interpolated levels than this: the chain is guessed, not found. AASCE radiographs have
-# at most 4 with the bundled model (5 with an earlier stage 1), synthetic none
+# at most 3 with the bundled model (5 with an earlier stage 1), synthetic none
 MAX_INTERPOLATED = 6
 # a step between neighbouring centres more than SIDEWAYS_STEP_DEG from vertical runs across
 # the image; from MAX_SIDEWAYS_STEPS of the 16 steps on, the chain does not run top to bottom
