@@ -128,9 +128,12 @@ class CachedPredictor:
     def __init__(self, checkpoint: str | None, cache: Path):
         from cobbnet.infer.predict import Predictor
 
-        self.predictor = Predictor(checkpoint)
+        # the gate judged here, not inside the predictor: its rejections would come back as NaN
+        # and hide the chain scores that the thresholds are calibrated on
+        self.predictor = Predictor(checkpoint, gate=False)
         model = getattr(self.predictor, "model", None)
         ident = json.dumps(model, sort_keys=True, default=str) if isinstance(model, dict) else str(checkpoint)
+        ident += "|ungated"
         self.tag = hashlib.sha256(ident.encode()).hexdigest()[:12]
         self.model = model if isinstance(model, dict) else {"checkpoint": str(checkpoint)}
         self.cache = cache
@@ -142,7 +145,7 @@ class CachedPredictor:
         if path.is_file():
             d = json.loads(path.read_text())
             return np.array(d["landmarks"]), np.array(d["scores"]), d["flags"]
-        r = self.predictor.predict_arrays([image], [None])[0]  # the raw chain, gate or no gate
+        r = self.predictor.predict_arrays([image], [None])[0]  # the raw chain
         flags = [list(f) for f in getattr(r, "flags", None) or [[] for _ in range(17)]]
         path.write_text(json.dumps({"landmarks": np.asarray(r.landmarks).tolist(),
                                     "scores": np.asarray(r.scores).tolist(), "flags": flags}))

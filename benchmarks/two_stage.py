@@ -13,7 +13,9 @@ and ``two-stage.md``. The split is configs/splits/aasce-holdout.txt (46 patients
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -112,9 +114,6 @@ def main(argv: list[str] | None = None) -> None:
                    help="instead: time the bundled model end to end on N synthetic radiographs")
     a = p.parse_args(argv)
     if a.speed:
-        import datetime
-        import os
-
         result = {**speed(a.speed), "radiographs": a.speed, "rounds": 5, "cpus": os.cpu_count(),
                   "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv])}
         write_json(a.out / "speed.json", result)

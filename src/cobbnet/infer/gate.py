@@ -51,8 +51,8 @@ MAX_WIDTH_PER_HEIGHT = 1.0
 # The chain's evidence: the mean score over the 17 levels, an interpolated level counting 0.
 # Below this, no spine was found. With the bundled model AASCE radiographs score 0.329 or more
 # (1st percentile 0.405), synthetic 0.673 or more; the junk that passes check_image (small
-# drawings under film grain) scored 0.17-0.26 with the earlier stage 1 and is rejected here by
-# this threshold (benchmarks/results/gate.md)
+# drawings under film grain) 0.04-0.22 (0.17-0.26 with an earlier stage 1): the narrowest
+# margin of the gate (benchmarks/results/gate.md)
 MIN_CHAIN_SCORE = 0.27
 # more interpolated levels than this: the chain is guessed, not found. AASCE radiographs have
 # at most 3 with the bundled model (5 with an earlier stage 1), synthetic none
