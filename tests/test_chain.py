@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cobbnet.io.synthetic import synth_sample
-from cobbnet.spine.chain import INTERPOLATED, pick_chain
+from cobbnet.spine.chain import EDGE_CAP, EDGE_MU, INTERPOLATED, edge_fit, edge_gain, pick_chain
+from cobbnet.spine.landmarks import centers
+from cobbnet.spine.patches import frames
 
 
 def spine() -> np.ndarray:
@@ -53,3 +56,52 @@ def test_a_missed_end_vertebra_is_extrapolated() -> None:
 def test_nothing_found_gives_nan_and_every_level_flagged() -> None:
     chain = pick_chain(np.zeros((5, 4, 2)), np.zeros(5))
     assert np.isnan(chain.landmarks).all() and chain.n_interpolated == 17
+
+
+def framed(top: float, bottom: float) -> tuple[np.ndarray, float]:
+    """C7, T1 .. L5, S1 ``(19, 4, 2)`` of a synthetic spine (C7 and S1 one step beyond the ends)
+    placed so T1's centre is ``top`` of its widths below the image's top and L5's ``bottom`` of
+    its widths above the bottom; and the image height."""
+    lm = spine()
+    c = centers(lm)
+    c7 = lm[0] + 0.92 * (c[0] - c[1])
+    s1 = lm[-1] + (c[-1] - c[-2])
+    ext = np.concatenate([c7[None], lm, s1[None]])
+    w = frames(ext)[:, 3]
+    ext = ext + np.array([0.0, top * w[1] - centers(ext)[1, 1]])
+    return ext, float(centers(ext)[-2, 1] + bottom * w[-2])
+
+
+@pytest.mark.parametrize("drop", [None, 9])
+def test_the_edges_tell_t1_from_c7_and_l5_from_s1(drop: int | None) -> None:
+    """C7 and S1 detected as strongly as the rest: counting alone cannot name the levels; a
+    radiograph framed on the spine (T1 and L5 near its edges) can, also with a vertebra missed."""
+    ext, height = framed(0.6, 0.8)
+    keep = [i for i in range(19) if drop is None or i != drop + 1]
+    chain = pick_chain(ext[keep], np.full(len(keep), 0.7), height=height)
+    expected = ext[1:18].copy()
+    if drop is None:
+        np.testing.assert_allclose(chain.landmarks, expected)
+    else:
+        assert chain.flags[drop] == [INTERPOLATED]
+        others = [v for v in range(17) if v != drop]
+        np.testing.assert_allclose(chain.landmarks[others], expected[others])
+
+
+def test_a_widely_framed_radiograph_leaves_the_count_alone() -> None:
+    """Neck and pelvis in view: both ends lie beyond EDGE_CAP widths from the edges, so the
+    edges weigh nothing and the chain is what counting gives."""
+    ext, height = framed(8.0, 8.0)
+    scores = np.full(19, 0.7)
+    scores[[0, 18]] = 0.35  # C7 and S1 weaker: counting keeps T1 .. L5
+    with_edges = pick_chain(ext, scores, height=height)
+    np.testing.assert_allclose(with_edges.landmarks, pick_chain(ext, scores).landmarks)
+    np.testing.assert_allclose(with_edges.landmarks, ext[1:18])
+
+
+def test_the_edge_fit_peaks_at_the_measured_distances() -> None:
+    ext, height = framed(*np.exp(EDGE_MU))
+    best = edge_fit(ext[1:18], height)
+    assert best == pytest.approx(0.0, abs=1e-9)
+    assert edge_fit(ext[:17], height) < best - 1.0 and edge_fit(ext[2:], height) < best - 1.0
+    assert edge_gain(np.array([EDGE_CAP, 10 * EDGE_CAP]), 0)[0] == edge_gain(np.array([10 * EDGE_CAP]), 0)[0]

@@ -248,6 +248,7 @@ def evaluate(
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Score every radiograph, also those the input gate would reject.")] = False,
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
+    no_edge_prior: Annotated[bool, typer.Option("--no-edge-prior", help="Name levels by counting alone, not also by where the spine's ends lie in the image.")] = False,
 ) -> None:
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
     if batch_size < 1:
@@ -269,7 +270,7 @@ def evaluate(
         task = bar.add_task("evaluating", total=len(samples))
         metrics = ev.evaluate(checkpoint, samples, out, precision, batch_size,
                               on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine),
-                              gate=not no_gate)
+                              gate=not no_gate, edge_prior=not no_edge_prior)
     console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
     console.print(f"wrote {out / 'metrics.json'}, {out / 'per_image.csv'} and plots")
 
@@ -289,6 +290,7 @@ def predict(
     challenge_csv: Annotated[bool, typer.Option("--challenge-csv", help="Also write angles.csv and filenames.csv in the AASCE challenge's exact layout.")] = False,
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
+    no_edge_prior: Annotated[bool, typer.Option("--no-edge-prior", help="Name levels by counting alone, not also by where the spine's ends lie in the image.")] = False,
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph.
 
@@ -299,7 +301,7 @@ def predict(
 
     options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine, refine=_refine(stage2, no_refine),
                             batch_size=batch_size, overlay=overlay, report=report, resume=resume,
-                            challenge_csv=challenge_csv)
+                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior)
     with _progress() as bar:
         task = bar.add_task("predicting")
 

@@ -69,6 +69,7 @@ class Options:
     report: bool = False  # a one-page PDF per image
     resume: bool = False
     challenge_csv: bool = False  # also angles.csv + filenames.csv in the AASCE layout
+    edge_prior: bool = True  # the chain weighs where its ends lie in the image (spine.chain)
 
     def suffixes(self) -> tuple[str, ...]:
         """Output file suffixes per image, the JSON first."""
@@ -402,7 +403,8 @@ def _load_predictor(options: Options) -> Any:
     from cobbnet.infer.predict import Predictor
 
     try:
-        return Predictor(options.checkpoint, refine=options.refine, precision=options.precision, engine=options.engine)
+        return Predictor(options.checkpoint, refine=options.refine, precision=options.precision, engine=options.engine,
+                         edge_prior=options.edge_prior)
     except ValueError as err:
         raise InputError(f"--engine/--precision: {err}") from None
 

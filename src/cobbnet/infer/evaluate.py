@@ -83,20 +83,22 @@ def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angle
 def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample], out: str | os.PathLike,
              precision: str = "auto", batch_size: int = 4,
              on_batch: Callable[[int], None] | None = None,
-             refine: str | os.PathLike | bool | None = None, gate: bool = True) -> dict[str, Any]:
+             refine: str | os.PathLike | bool | None = None, gate: bool = True,
+             edge_prior: bool = True) -> dict[str, Any]:
     """Evaluate one model on samples; write metrics.json, per_image.csv and plots under ``out``.
 
     With stage 2 on, stage 1 alone (its chain's landmarks before stage 2) is scored from the
     same run into ``out/stage1/metrics.json``.
     """
     out = Path(out)
-    predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate)
+    predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior)
     pred_lm, _, stage1_lm = predict_samples(predictor, samples, batch_size, on_batch)
     metrics, pred_angles, true_angles = score(samples, pred_lm)
     metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
     metrics["mode"] = predictor.mode
     metrics["model"] = predictor.model
     metrics["stage2"] = predictor.refines
+    metrics["edge_prior"] = predictor.edge_prior
     if predictor.refines:
         write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm)[0], "model": predictor.model,
                                                      "stage2": False})

@@ -8,13 +8,15 @@
 The flow, for each radiograph::
 
     (H0, W0) uint8 -> prepare_image -> (1, 1, H, W) -> stage 1 (PeakNet) -> K candidates
-      -> to_original -> chain (17 levels, misses interpolated and flagged)
+      -> to_original -> chain (17 levels by score, spacing, smoothness and where the ends lie
+         in the image; misses interpolated and flagged)
       -> stage 2: a patch per vertebra -> CornerNet -> corners mapped back -> Cobb angles
 
 The bundled model runs in ONNX Runtime from the graphs that ship in the package. A training
 checkpoint (``Predictor("runs/stage1/fold-0/best.safetensors")``) or ``engine="torch"``
 needs the training extra (torch): :mod:`cobbnet.training.engines` builds those engines.
 ``refine=False`` turns stage 2 off; ``refine="runs/stage2/best.safetensors"`` picks another one.
+``edge_prior=False`` leaves the image's edges out of the chain (``spine.chain``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def _refine(stage2: Stage2, image: np.ndarray, landmarks: np.ndarray, iterations
 class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | None = None, refine: str | os.PathLike | bool | None = None,
                  engine: str = "auto", precision: str = "auto", device: str = "auto",
-                 threads: int | None = None, iterations: int = ITERATIONS, gate: bool = True):
+                 threads: int | None = None, iterations: int = ITERATIONS, gate: bool = True,
+                 edge_prior: bool = True):
         if engine not in ("auto", "onnx", "torch"):
             raise InputError(f"engine: {engine!r} is not one of auto, onnx, torch")
         if iterations < 1:
@@ -120,6 +123,7 @@ class Predictor:
                 self.stage2 = engines.stage2(path, "onnx" if self.engine == "onnxruntime" else "torch", threads)
                 if refine not in (None, True):
                     self.model = {**self.model, "stage2": str(path)}
+        self.edge_prior = edge_prior  # False: the chain ignores where its ends lie in the image
         self.network_seconds = 0.0  # time spent in stage 1, for throughput figures
         self.network_images = 0
 
@@ -163,10 +167,10 @@ class Predictor:
               warnings: list[str]) -> Prediction:
         """One image's candidates -> chain -> stage 2 -> angles, assessed by the gate."""
         H, W = image.shape[:2]
-        chain = pick_chain(to_original(corners, self.input_size, (H, W)), scores)
-        stage1 = chain.landmarks
-        if not np.isfinite(stage1).all():
+        chain = pick_chain(to_original(corners, self.input_size, (H, W)), scores, height=H if self.edge_prior else None)
+        if not np.isfinite(chain.landmarks).all():
             return self._rejected(name, image, "no vertebrae found", warnings)
+        stage1 = chain.landmarks
         lm = _refine(self.stage2, image, stage1, self.iterations) if self.stage2 is not None else stage1
         flags = [list(f) for f in chain.flags]
         for v, s in enumerate(chain.scores):

@@ -135,7 +135,7 @@ Made {date.today().isoformat()} by `python -m cobbnet.training.ship`: `stage1.on
   input, CenterNet-style heads (centre heatmap, centre offset, corner offsets) and a spine-mask
   head, trained with the heterogeneous consistency loss ({loss['fwt']} FWT). It proposes
   {CANDIDATES} candidate vertebrae; a chain (`cobbnet.spine.chain`) picks T1..L5 among them
-  by score, spacing and lateral smoothness, and fills a missed level by interpolation
+  by score, spacing, lateral smoothness and where its ends lie in the image, and fills a missed level by interpolation
   (flagged `interpolated`).
 - **Stage 2**, a corner network on each vertebra's patch of the original radiograph (centred
   on it, turned to its tilt, twice its width, {m2['patch_size']} px a side), read out by
