@@ -105,10 +105,10 @@ def test_bundled_model_knows_its_grouped_validation_split() -> None:
     assert {patient_key(s.name) for s in held_out} == {k for k in read_holdout("aasce-holdout") if k.isdigit()}
 
 
-# Measured with the bundled model on the 94 held-out radiographs: 1 moves a level centre by more
-# than half a vertebra between the JPEG and the DICOM stretched over its own range (the reader's
-# 8-bit rounding of the stretched values is not a brightness change), none with one grey level
-# added (README, "Re-encoding"). The bound leaves room for one near tie decided the other way.
+# Measured with the bundled model on the 94 held-out radiographs: 2 move a level centre by more
+# than half a vertebra (0.58 and 1.24 vertebrae) between the JPEG, the DICOM stretched over its
+# own range (the reader's 8-bit rounding of the stretched values is not a brightness change) and
+# one grey level added (README, "Re-encoding"); 1 before the chain weighed the image's edges.
 MAX_UNSTABLE_LEVELS = 2
 
 
@@ -121,7 +121,8 @@ def test_levels_survive_re_encoding_on_held_out_radiographs(aasce_root, dicom_wr
 
     predictor = Predictor()
     unstable = []
-    for sample in fold_samples(None, read_split(aasce_root, "training")):
+    held_out = fold_samples(None, read_split(aasce_root, "training"))
+    for sample in held_out:
         jpeg = read_image(sample.image_path)  # (H, W) uint8
         dicom = read_image(dicom_writer(tmp_path / "x.dcm", jpeg.astype(np.uint16) * 16, bits_stored=12))
         brighter = np.minimum(jpeg.astype(np.int16) + 1, 255).astype(np.uint8)
@@ -130,4 +131,5 @@ def test_levels_survive_re_encoding_on_held_out_radiographs(aasce_root, dicom_wr
         moved = max(np.linalg.norm(c - centres[0], axis=1).max() for c in centres[1:]) / step
         if moved > 0.5:
             unstable.append(f"{sample.name}: {moved:.2f} vertebrae")
+    print(f"{len(unstable)} of {len(held_out)} radiographs move a level: {unstable}")
     assert len(unstable) <= MAX_UNSTABLE_LEVELS, unstable
