@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cobbnet.io.synthetic import synth_sample
-from cobbnet.spine.chain import EDGE_CAP, EDGE_MU, INTERPOLATED, edge_fit, edge_gain, pick_chain
+from cobbnet.spine.chain import EDGE_CAP, EDGE_MU, INTERPOLATED, edge_gain, pick_chain
 from cobbnet.spine.landmarks import centers
 from cobbnet.spine.patches import frames
 
@@ -97,6 +97,13 @@ def test_a_widely_framed_radiograph_leaves_the_count_alone() -> None:
     with_edges = pick_chain(ext, scores, height=height)
     np.testing.assert_allclose(with_edges.landmarks, pick_chain(ext, scores).landmarks)
     np.testing.assert_allclose(with_edges.landmarks, ext[1:18])
+
+
+def edge_fit(landmarks: np.ndarray, height: float) -> float:
+    """How well T1 and L5 of ``landmarks (17, 4, 2)`` sit below the top and above the bottom of
+    a radiograph ``height`` pixels tall (0 at best)."""
+    c, w = centers(landmarks), frames(landmarks)[:, 3]
+    return float(edge_gain(c[0, 1] / w[0], 0) + edge_gain((height - c[-1, 1]) / w[-1], 1))
 
 
 def test_the_edge_fit_peaks_at_the_measured_distances() -> None:

@@ -89,14 +89,11 @@ def _geometry(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.linalg.norm(d, axis=-1), tilt, d[..., 1] > 0
 
 
-def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray | None = None,
-             last: np.ndarray | None = None) -> np.ndarray:
+def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
     """Levels ``(n,)`` -> candidate or -1 maximising gains minus ``link(level_above, level, )``
     costs ``(K, K)`` and MISSING_COST per level without a candidate. ``first`` and ``last``
     ``(n, K)`` add to the chain's value when candidate k is its first or last pick at a level."""
     K = len(gain)
-    first = np.zeros((n, K)) if first is None else first
-    last = np.zeros((n, K)) if last is None else last
     best = np.full((n, K), -np.inf)
     back = np.full((n, K, 2), -1, dtype=np.int64)  # (previous level, previous candidate)
     for lvl in range(n):
@@ -123,13 +120,6 @@ def edge_gain(gap: np.ndarray, end: int) -> np.ndarray:
     distance ``gap`` from its edge, in its widths, capped at ``EDGE_CAP``."""
     z = (np.log(np.clip(gap, 1e-3, EDGE_CAP)) - EDGE_MU[end]) / EDGE_SIGMA[end]
     return -0.5 * z**2
-
-
-def edge_fit(landmarks: np.ndarray, height: float) -> float:
-    """How well T1 and L5 of ``landmarks (17, 4, 2)`` sit below the top and above the bottom
-    of a radiograph ``height`` pixels tall (0 at best)."""
-    c, w = centers(landmarks), frames(landmarks)[:, 3]
-    return float(edge_gain(c[0, 1] / w[0], 0) + edge_gain((height - c[-1, 1]) / w[-1], 1))
 
 
 def edge_terms(centre: np.ndarray, width: np.ndarray, height: float | None, n: int) -> tuple[np.ndarray, np.ndarray]:
