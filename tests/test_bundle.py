@@ -105,11 +105,11 @@ def test_bundled_model_knows_its_grouped_validation_split() -> None:
     assert {patient_key(s.name) for s in held_out} == {k for k in read_holdout("aasce-holdout") if k.isdigit()}
 
 
-# Measured with the bundled model on the 94 held-out radiographs: 2 move a level centre by more
-# than half a vertebra (0.58 and 1.24 vertebrae) between the JPEG, the DICOM stretched over its
-# own range (the reader's 8-bit rounding of the stretched values is not a brightness change) and
-# one grey level added (README, "Re-encoding"); 1 before the chain weighed the image's edges.
-MAX_UNSTABLE_LEVELS = 2
+# Measured with the bundled model on the 94 held-out radiographs: none moves a level centre by
+# more than half a vertebra (at most 0.12 of one) between the JPEG, the DICOM stretched over its
+# own range and one grey level added, since the network input is resized in float32 (README,
+# "Re-encoding"); with the earlier uint8 resize 2 moved (0.58 and 1.24 vertebrae).
+MAX_UNSTABLE_LEVELS = 0
 
 
 @pytest.mark.slow
@@ -120,7 +120,7 @@ def test_levels_survive_re_encoding_on_held_out_radiographs(aasce_root, dicom_wr
     from cobbnet.io.aasce import read_split
 
     predictor = Predictor()
-    unstable = []
+    unstable, largest = [], 0.0
     held_out = fold_samples(None, read_split(aasce_root, "training"))
     for sample in held_out:
         jpeg = read_image(sample.image_path)  # (H, W) uint8
@@ -129,7 +129,9 @@ def test_levels_survive_re_encoding_on_held_out_radiographs(aasce_root, dicom_wr
         centres = [p.landmarks.mean(axis=1) for p in predictor.predict_arrays([jpeg, dicom, brighter], [None] * 3)]
         step = np.median(np.linalg.norm(np.diff(centres[0], axis=0), axis=1))  # one vertebra, px
         moved = max(np.linalg.norm(c - centres[0], axis=1).max() for c in centres[1:]) / step
+        largest = max(largest, moved)
         if moved > 0.5:
             unstable.append(f"{sample.name}: {moved:.2f} vertebrae")
-    print(f"{len(unstable)} of {len(held_out)} radiographs move a level: {unstable}")
+    print(f"{len(unstable)} of {len(held_out)} radiographs move a level: {unstable}; "
+          f"the largest move {largest:.2f} vertebrae")
     assert len(unstable) <= MAX_UNSTABLE_LEVELS, unstable

@@ -87,6 +87,17 @@ def test_prepare_image_rejects_colour_and_float():
         prepare_image(np.zeros((10, 10), np.float32), INPUT)
 
 
+@pytest.mark.parametrize("shape", [(1200, 500), (300, 100), (200, 300)])
+def test_prepare_image_is_linear_in_the_pixel_values(shape):
+    """Twice the grey levels give exactly twice the input, and one grey level more adds 1/255:
+    the resize does not round, so two encodings of one radiograph that differ by contrast or
+    brightness reach the model (which standardises each image) as the same input."""
+    img = np.random.default_rng(1).integers(0, 120, shape, dtype=np.uint8)
+    x = prepare_image(img, INPUT)
+    np.testing.assert_allclose(prepare_image(img * 2, INPUT), 2 * x, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(prepare_image(img + 1, INPUT), x + np.float32(1 / 255), rtol=0, atol=1e-6)
+
+
 def test_prepare_image_moves_content_as_landmarks_scale():
     lm = _grid_spine()
     img = _dot_image((480, 240), lm)

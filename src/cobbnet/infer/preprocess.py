@@ -30,19 +30,25 @@ def prepare_image(image: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE) -
 
     The whole image is resized to ``input_size = (H, W)`` without keeping its aspect ratio
     (landmarks scale per axis, ``decode.to_input``): INTER_AREA along an axis that shrinks,
-    INTER_LINEAR along one that grows. The model normalises mean and std itself.
+    INTER_LINEAR along one that grows. The resize runs in float32, not on the uint8 values: a
+    uint8 resize rounds every input pixel, and that rounding differs between two encodings of
+    one radiograph (an 8-bit JPEG and a 12-bit DICOM stretched over its own range), so it
+    alone could move a level name. In float32 the input is linear in the pixel values, and the
+    model's per-image standardisation cancels a change of brightness or contrast.
+    The model normalises mean and std itself.
     """
     image = np.asarray(image)
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W) uint8 image, got {image.dtype} of shape {image.shape}")
     H, W = (int(s) for s in input_size)
     H0, W0 = image.shape
+    image = image.astype(np.float32) * np.float32(1.0 / 255.0)
     if (H < H0) == (W < W0):  # both axes the same way: one resize
         interp = cv2.INTER_AREA if H < H0 else cv2.INTER_LINEAR
         out = cv2.resize(image, (W, H), interpolation=interp) if (H, W) != (H0, W0) else image
     else:  # one shrinks, one grows: each axis with its own interpolation
         out = _resize_axis(_resize_axis(image, H, 0), W, 1)
-    return (out.astype(np.float32) * np.float32(1.0 / 255.0))[None]
+    return np.ascontiguousarray(out, dtype=np.float32)[None]
 
 
 def to_original(
