@@ -132,7 +132,8 @@ def test_summarize_keys_and_values():
     out = metrics.summarize(pred, true, pred_lm, true_lm)
     per_col = ["smape", "mae", "max_error", "pearson"]
     expected_keys = {"smape", "within_5deg", "landmark_error_px", "landmark_mse_px2", "n_images", "smape_ci95",
-                     "within_5deg_all_pct", "landmark_error_matched_px", "levels_right_pct"}
+                     "within_5deg_all_pct", "landmark_error_matched_px", "levels_right_pct",
+                     "levels_shifted_down_pct", "levels_shifted_up_pct", "levels_partly_wrong_pct"}
     expected_keys |= {f"{p}_{c}" for p in per_col for c in ANGLE_COLUMNS}
     assert set(out) == expected_keys
     assert {"smape_pt", "smape_mt", "smape_tl", "mae_pt", "pearson_tl"} <= set(out)
@@ -169,3 +170,17 @@ def test_levels_right_and_matched_error_tell_names_from_corners():
     assert metrics.levels_right(true[None], true[None]).all()
     assert not metrics.levels_right(shifted[None], true[None]).any()
     assert metrics.matched_landmark_error(shifted[None], true[None]) < metrics.landmark_error(shifted[None], true[None])
+
+
+def test_level_shift_tells_whole_shifts_from_partial_ones():
+    true = np.stack([np.stack([[0, 10 * v], [10, 10 * v], [0, 10 * v + 5], [10, 10 * v + 5]]) for v in range(17)]).astype(float)
+    down = np.concatenate([true[1:], true[-1:] + [0, 10]])  # T1 missed: T2 named T1, one below L5 named L5
+    up = np.concatenate([true[:1] - [0, 10], true[:-1]])  # C7 named T1
+    skipped = np.concatenate([true[:8], true[9:], true[-1:] + [0, 10]])  # T9 skipped inside the chain
+    pred = np.stack([true, down, up, skipped])
+    wrong, shift = metrics.level_shift(pred, np.stack([true] * 4))
+    assert wrong.tolist() == [0, 16, 16, 8]  # the end beyond the labels still lies nearest L5 / T1
+    assert shift.tolist() == [0, 1, -1, 0]
+    out = metrics.summarize(np.full((4, 3), 10.0), np.full((4, 3), 10.0), pred, np.stack([true] * 4))
+    assert [out[k] for k in ("levels_right_pct", "levels_shifted_down_pct", "levels_shifted_up_pct",
+                             "levels_partly_wrong_pct")] == [25.0, 25.0, 25.0, 25.0]

@@ -163,7 +163,9 @@ def test_evaluate_cli_writes_metrics_table_and_plots(tiny_run, images, tmp_path)
     for key in ("smape", "smape_pt", "smape_mt", "smape_tl", "landmark_error_px", "mae_pt", "within_5deg", "fps"):
         assert key in metrics
     assert metrics["n_images"] == 3
-    assert len(list(csv.DictReader((out / "per_image.csv").open()))) == 3
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == 3
+    assert all(0 <= int(r["levels_wrong"]) <= 17 and r["level_shift"].lstrip("-").isdigit() for r in rows)
     assert {p.name for p in out.glob("*.png")} == {"pred_vs_true.png", "bland_altman.png", "error_by_level.png"}
 
 

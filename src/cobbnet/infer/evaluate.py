@@ -1,7 +1,7 @@
 """Evaluation of a checkpoint on a labelled split: the paper's Table I and more.
 
-Writes ``metrics.json``, ``per_image.csv`` (name, true and predicted angles, errors,
-landmarks) and three plots; returns the metrics. ``evaluate_folds`` scores each model of a
+Writes ``metrics.json``, ``per_image.csv`` (name, true and predicted angles, errors, the
+number of vertebrae named wrong and the spine's level shift, landmarks) and three plots; returns the metrics. ``evaluate_folds`` scores each model of a
 cross-validation run on its own validation fold and reports mean and spread across folds.
 """
 
@@ -26,7 +26,7 @@ from cobbnet.io.splits import split_indices
 from cobbnet.report.plots import plot_evaluation
 from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
 from cobbnet.spine.landmarks import LEVELS, to_p2
-from cobbnet.spine.metrics import landmark_error_by_level, summarize
+from cobbnet.spine.metrics import landmark_error_by_level, level_shift, summarize
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 4,
@@ -70,13 +70,19 @@ def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angle
     writer = csv.writer(buf)
     point_cols = [f"{lvl}_{c}{axis}" for lvl in LEVELS for c in ("tl", "tr", "bl", "br") for axis in "xy"]
     writer.writerow(["filename", *[f"true_{c}" for c in ANGLE_COLUMNS], *[f"pred_{c}" for c in ANGLE_COLUMNS],
-                     *[f"error_{c}" for c in ANGLE_COLUMNS], "landmark_error_px", *point_cols])
+                     *[f"error_{c}" for c in ANGLE_COLUMNS], "landmark_error_px", "levels_wrong", "level_shift",
+                     *point_cols])
     true_lm = np.stack([s.landmarks for s in samples])
     lm_err = np.linalg.norm(pred_landmarks - true_lm, axis=-1).mean(axis=(1, 2))
+    read = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))  # a rejected image has no levels: blank cells
+    levels = [[""] * 2 for _ in samples]
+    if read.any():
+        for i, wrong, shift in zip(np.flatnonzero(read), *level_shift(pred_landmarks[read], true_lm[read]), strict=True):
+            levels[i] = [int(wrong), int(shift)]
     for i, s in enumerate(samples):
         writer.writerow([s.name, *np.round(true_angles[i], 4), *np.round(pred_angles[i], 4),
                          *np.round(pred_angles[i] - true_angles[i], 4), round(float(lm_err[i]), 3),
-                         *np.round(to_p2(pred_landmarks[i]).ravel(), 2)])
+                         *levels[i], *np.round(to_p2(pred_landmarks[i]).ravel(), 2)])
     return buf.getvalue()
 
 

@@ -143,6 +143,20 @@ def levels_right(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return (nearest_true(pred, true) == np.arange(pred.shape[1])).all(axis=1)
 
 
+def level_shift(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How each radiograph's level names are wrong: ``(wrong, shift)``, both ``(N,)`` int.
+
+    ``wrong`` counts the predicted vertebrae (0-17) whose nearest true vertebra is not their
+    level. ``shift`` is the median over the 17 of (nearest true level - named level): +1 when
+    the chain lies one level down the spine (T1 missed: T2 named T1, ..., the vertebra below L5
+    named L5), -1 when it lies one level up (C7 named T1), 0 when the names are right or only
+    partly wrong (a level skipped or doubled inside the chain).
+    """
+    offsets = nearest_true(pred, true) - np.arange(pred.shape[1])  # (N, 17)
+    wrong = (offsets != 0).sum(axis=1)
+    return wrong.astype(np.int64), np.rint(np.median(offsets, axis=1)).astype(np.int64)
+
+
 def matched_landmark_error(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean corner distance with each predicted vertebra matched to the nearest true one: the
     corner precision whatever the level names."""
@@ -163,7 +177,10 @@ def summarize(
     Keys: ``smape``, ``smape_<col>``, ``mae_<col>``, ``max_error_<col>``, ``pearson_<col>``
     for each column of ``cobb.ANGLE_COLUMNS``, ``within_<tol>deg``, ``n_images`` and, when
     both landmark arrays are given, ``landmark_error_px`` and ``landmark_mse_px2`` (by level),
-    ``landmark_error_matched_px`` (nearest true vertebra) and ``levels_right_pct``; also
+    ``landmark_error_matched_px`` (nearest true vertebra), ``levels_right_pct`` and how the
+    rest are wrong (``levels_shifted_down_pct``: the whole spine named from one level below,
+    T1 missed; ``levels_shifted_up_pct``: from one level above, C7 taken as T1;
+    ``levels_partly_wrong_pct``: a level skipped or doubled inside; see ``level_shift``); also
     ``smape_ci95`` (bootstrap 95% interval over radiographs) and ``within_<tol>deg_all_pct``
     (share of radiographs with all three angles within ``tol``).
     """
@@ -188,6 +205,10 @@ def summarize(
         out["landmark_mse_px2"] = landmark_mse(lp, lt)
         out["landmark_error_matched_px"] = matched_landmark_error(lp, lt)
         out["levels_right_pct"] = 100.0 * float(levels_right(lp, lt).mean())
+        wrong, shift = level_shift(lp, lt)
+        out["levels_shifted_down_pct"] = 100.0 * float((shift > 0).mean())
+        out["levels_shifted_up_pct"] = 100.0 * float((shift < 0).mean())
+        out["levels_partly_wrong_pct"] = 100.0 * float(((shift == 0) & (wrong > 0)).mean())
     out["smape_ci95"] = list(smape_interval(p, t))
     out[f"within_{tol:g}deg_all_pct"] = 100.0 * float((np.abs(p - t) <= tol).all(axis=1).mean())
     return out

@@ -121,7 +121,10 @@ def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: d
             ("landmark error (px, nearest true vertebra)", "landmark_error_matched_px"),
             ("MAE angle 1 (deg)", "mae_pt"), ("MAE angle 2 (deg)", "mae_mt"), ("MAE angle 3 (deg)", "mae_tl"),
             ("share with every angle within 5 deg (%)", "within_5deg_all_pct"),
-            ("share with all 17 levels right (%)", "levels_right_pct")]
+            ("share with all 17 levels right (%)", "levels_right_pct"),
+            ("share with the whole spine named a level down, T1 missed (%)", "levels_shifted_down_pct"),
+            ("share with the whole spine named a level or more up, C7 taken as T1 (%)", "levels_shifted_up_pct"),
+            ("share with a level skipped or doubled inside (%)", "levels_partly_wrong_pct")]
     table = "\n".join(_row(label, key, stage1_metrics, metrics) for label, key in rows)
     return f"""# cobbnet bundled model: {name}
 
