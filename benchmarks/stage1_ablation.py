@@ -41,6 +41,7 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "clamp": ("the focal loss on the clamped sigmoid, as CenterNet", ["loss.focal_logits=false"]),
     "skip": ("faulty training labels left out, not repaired", ["data.faulty_labels=skip"]),
     "tall": ("a taller input, 512 x 192 (the radiographs' median aspect is 2.69)", ["model.input_size=[512,192]"]),
+    "seed1": ("none, another seed: the run-to-run noise", ["train.seed=1"]),
 }
 
 
