@@ -1,8 +1,9 @@
 """Evaluation of a checkpoint on a labelled split: the paper's Table I and more.
 
 Writes ``metrics.json``, ``per_image.csv`` (name, true and predicted angles, errors, the
-number of vertebrae named wrong and the spine's level shift, landmarks) and three plots; returns the metrics. ``evaluate_folds`` scores each model of a
-cross-validation run on its own validation fold and reports mean and spread across folds.
+number of vertebrae named wrong and the spine's level shift, landmarks) and three plots;
+returns the metrics. ``evaluate_folds`` scores each model of a cross-validation run on its
+own validation fold and reports mean and spread across folds.
 """
 
 from __future__ import annotations
