@@ -260,16 +260,25 @@ def test_predict_batch_size_must_be_at_least_1(tmp_path):
                       "--batch-size")
 
 
-N_IMAGES = 40
+N_IMAGES = 20
+
+
+def _interruptible_and_niced() -> None:
+    """In the child before exec: SIGINT as by default, lowest CPU priority."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.nice(19)
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_40_image_run_keeps_finished_rows_and_resume_finishes(tmp_path):
+def test_ctrl_c_in_a_20_image_run_keeps_finished_rows_and_resume_finishes(tmp_path):
     """Interrupted after its third row, a run keeps whole rows and ``--resume`` finishes it.
 
-    The run is niced so that the polling test process sees the rows as they come even where
-    the two share two cores: an unniced run finished all 20 images of an earlier version of
-    this test before the poll saw its fourth row."""
+    The run gets SIGINT's default disposition back: a shell's background job inherits SIGINT
+    ignored, and Python then never raises KeyboardInterrupt, so under such a runner the run
+    went on to its last image. It is also niced, so that the polling test keeps up with it."""
     import os
     import signal
     import subprocess
@@ -280,13 +289,13 @@ def test_ctrl_c_in_a_40_image_run_keeps_finished_rows_and_resume_finishes(tmp_pa
 
     from cobbnet.io.synthetic import synth_sample
 
-    folder, out = tmp_path / "forty", tmp_path / "out"
+    folder, out = tmp_path / "twenty", tmp_path / "out"
     folder.mkdir()
     for i in range(N_IMAGES):
         Image.fromarray(synth_sample(i, 5, size=(768, 320))[1]).save(folder / f"IM{i:04d}.jpg")
     cmd = [sys.executable, "-m", "cobbnet", "predict", str(folder), "--out", str(out), "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: os.nice(19))
+                            preexec_fn=_interruptible_and_niced)
     csv_path = out / "results.csv"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
