@@ -48,7 +48,7 @@ def prepare_image(image: np.ndarray, input_size: tuple[int, int] = INPUT_SIZE) -
         out = cv2.resize(image, (W, H), interpolation=interp) if (H, W) != (H0, W0) else image
     else:  # one shrinks, one grows: each axis with its own interpolation
         out = _resize_axis(_resize_axis(image, H, 0), W, 1)
-    return np.ascontiguousarray(out, dtype=np.float32)[None]
+    return out[None]
 
 
 def to_original(

@@ -178,8 +178,8 @@ def summarize(
     for each column of ``cobb.ANGLE_COLUMNS``, ``within_<tol>deg``, ``n_images`` and, when
     both landmark arrays are given, ``landmark_error_px`` and ``landmark_mse_px2`` (by level),
     ``landmark_error_matched_px`` (nearest true vertebra), ``levels_right_pct`` and how the
-    rest are wrong (``levels_shifted_down_pct``: the whole spine named from one level below,
-    T1 missed; ``levels_shifted_up_pct``: from one level above, C7 taken as T1;
+    rest are wrong (``levels_shifted_down_pct``: the whole spine named from a level below,
+    T1 missed; ``levels_shifted_up_pct``: from one or more levels above, C7 taken as T1;
     ``levels_partly_wrong_pct``: a level skipped or doubled inside; see ``level_shift``); also
     ``smape_ci95`` (bootstrap 95% interval over radiographs) and ``within_<tol>deg_all_pct``
     (share of radiographs with all three angles within ``tol``).
@@ -204,8 +204,8 @@ def summarize(
         out["landmark_error_px"] = landmark_error(lp, lt)
         out["landmark_mse_px2"] = landmark_mse(lp, lt)
         out["landmark_error_matched_px"] = matched_landmark_error(lp, lt)
-        out["levels_right_pct"] = 100.0 * float(levels_right(lp, lt).mean())
         wrong, shift = level_shift(lp, lt)
+        out["levels_right_pct"] = 100.0 * float((wrong == 0).mean())
         out["levels_shifted_down_pct"] = 100.0 * float((shift > 0).mean())
         out["levels_shifted_up_pct"] = 100.0 * float((shift < 0).mean())
         out["levels_partly_wrong_pct"] = 100.0 * float(((shift == 0) & (wrong > 0)).mean())
