@@ -133,23 +133,26 @@ class CachedPredictor:
         self.predictor = Predictor(checkpoint, gate=False)
         model = getattr(self.predictor, "model", None)
         ident = json.dumps(model, sort_keys=True, default=str) if isinstance(model, dict) else str(checkpoint)
-        ident += "|ungated"
+        ident += "|ungated|level-doubt"
         self.tag = hashlib.sha256(ident.encode()).hexdigest()[:12]
         self.model = model if isinstance(model, dict) else {"checkpoint": str(checkpoint)}
         self.cache = cache
         cache.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[list[str]], str | None]:
+        """(landmarks, scores, flags, level doubt or None) of the raw chain."""
         key = hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()[:24]
         path = self.cache / f"{self.tag}-{key}.json"
         if path.is_file():
             d = json.loads(path.read_text())
-            return np.array(d["landmarks"]), np.array(d["scores"]), d["flags"]
+            return np.array(d["landmarks"]), np.array(d["scores"]), d["flags"], d["level_doubt"]
         r = self.predictor.predict_arrays([image], [None])[0]  # the raw chain
         flags = [list(f) for f in getattr(r, "flags", None) or [[] for _ in range(17)]]
+        doubt = getattr(r, "level_doubt", None)
         path.write_text(json.dumps({"landmarks": np.asarray(r.landmarks).tolist(),
-                                    "scores": np.asarray(r.scores).tolist(), "flags": flags}))
-        return np.asarray(r.landmarks), np.asarray(r.scores), flags
+                                    "scores": np.asarray(r.scores).tolist(), "flags": flags,
+                                    "level_doubt": doubt}))
+        return np.asarray(r.landmarks), np.asarray(r.scores), flags, doubt
 
 
 def gate_one(image: np.ndarray, predict: CachedPredictor) -> dict:
@@ -166,8 +169,10 @@ def gate_one(image: np.ndarray, predict: CachedPredictor) -> dict:
     reason = check_image(image)
     if reason is not None:
         return {**row, "status": "rejected", "reason": reason, "stage": "image", "warnings": []}
-    lm, scores, flags = predict(image)
+    lm, scores, flags, doubt = predict(image)
     status, reason, warnings = assess(lm, scores, flags, (W, H))
+    if doubt is not None and status != "rejected":  # what the gated predictor adds: level names in doubt
+        status, warnings = "uncertain", [*warnings, doubt]
     verdict = {"status": status, "reason": reason, "stage": "chain", "warnings": warnings}
     if not np.all(np.isfinite(lm)):
         return {**row, **verdict}

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     for arm in arms:
         train(arm, a.epochs)
         predictor = Predictor(run_dir(arm) / "last.safetensors", gate=False)
-        pred, _, stage1 = predict_samples(predictor, val_samples)
+        pred, _, stage1, _ = predict_samples(predictor, val_samples)
         both, pred_angles, true_angles = score(val_samples, pred)
         alone, alone_angles, _ = score(val_samples, stage1)
         angles[arm] = (pred_angles, alone_angles)

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                           **({} if a.iterations is None else {"iterations": a.iterations}),
                           gate=not a.no_gate)
     start = time.perf_counter()
-    pred, _, stage1 = predict_samples(predictor, val_samples)
+    pred, _, stage1, _ = predict_samples(predictor, val_samples)
     seconds = (time.perf_counter() - start) / len(val_samples)
     both, alone = score(val_samples, pred)[0], score(val_samples, stage1)[0]
     for m in (both, alone):

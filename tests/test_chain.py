@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from cobbnet.io.synthetic import synth_sample
-from cobbnet.spine.chain import EDGE_CAP, EDGE_MU, INTERPOLATED, edge_gain, pick_chain
+from cobbnet.spine.chain import (
+    EDGE_CAP,
+    EDGE_MU,
+    INTERPOLATED,
+    LEVEL_MARGIN,
+    edge_gain,
+    level_doubt,
+    pick_chain,
+)
 from cobbnet.spine.landmarks import centers
 from cobbnet.spine.patches import frames
 
@@ -112,3 +120,54 @@ def test_the_edge_fit_peaks_at_the_measured_distances() -> None:
     assert best == pytest.approx(0.0, abs=1e-9)
     assert edge_fit(ext[:17], height) < best - 1.0 and edge_fit(ext[2:], height) < best - 1.0
     assert edge_gain(np.array([EDGE_CAP, 10 * EDGE_CAP]), 0)[0] == edge_gain(np.array([10 * EDGE_CAP]), 0)[0]
+
+
+# ---- how sure the level names are ----
+
+
+def test_a_spine_with_nothing_beyond_its_ends_has_sure_level_names() -> None:
+    """Renaming T1 as T2 (or L5 as L4) would leave a level without a vertebra: the rival
+    lies at least MISSING_COST below."""
+    chain = pick_chain(spine(), np.full(17, 0.8))
+    assert chain.margin >= LEVEL_MARGIN and level_doubt(chain) is None
+    assert chain.renamed in {("T1", "T2"), ("L5", "L4")}
+
+
+def test_c7_and_s1_as_strong_as_the_rest_make_the_names_uncertain_without_edges() -> None:
+    """19 equal vertebrae and no image edges: T1..L5 and C7..L4 (or T2..S1) tie, and the
+    chain says so."""
+    ext, _ = framed(0.6, 0.8)
+    chain = pick_chain(ext, np.full(19, 0.7))
+    assert 0.0 <= chain.margin < LEVEL_MARGIN
+    now, then = chain.renamed
+    doubt = level_doubt(chain)
+    assert doubt is not None and f"names {now} as {then}" in doubt and "\n" not in doubt
+    assert {now, then} in ({"T1", "T2"}, {"L5", "L4"}, {"T1", "C7"})
+
+
+def test_the_edges_make_the_same_names_sure() -> None:
+    ext, height = framed(0.6, 0.8)
+    without = pick_chain(ext, np.full(19, 0.7))
+    framed_chain = pick_chain(ext, np.full(19, 0.7), height=height)
+    assert framed_chain.margin >= LEVEL_MARGIN > without.margin
+    assert level_doubt(framed_chain) is None
+
+
+def test_the_margin_falls_as_c7_gains() -> None:
+    """Counting alone (no edges), S1 faint: the stronger C7, the closer the rival that starts
+    at C7 (the chosen T1 renamed T2); once C7 is the stronger, the chain starts there."""
+    ext, _ = framed(0.6, 0.8)
+    margins, first = [], []
+    for c7 in (0.2, 0.4, 0.6, 0.8):
+        scores = np.full(19, 0.7)
+        scores[[0, 18]] = c7, 0.05
+        chain = pick_chain(ext, scores)
+        margins.append(chain.margin)
+        first.append(int(chain.picked[0]))
+    assert margins[0] > margins[1] > margins[2] >= 0.0
+    assert first == [1, 1, 1, 0] and margins[2] < LEVEL_MARGIN <= margins[0]
+
+
+def test_no_candidates_means_no_rival() -> None:
+    chain = pick_chain(np.zeros((5, 4, 2)), np.zeros(5))
+    assert chain.margin == np.inf and level_doubt(chain) is None

@@ -133,6 +133,11 @@ def test_every_shipped_config_loads(path: Path) -> None:
         return
     cfg = load_config(path, [])
     assert cfg.train.epochs >= 1 and cfg.train.name
-    if cfg.train.init:  # a later phase starts from another config's run, named by that run's name
-        names = {load_config(p, []).train.name for p in STAGE1_CONFIGS}
-        assert Path(cfg.train.init).parts[1] in names, cfg.train.init
+    if cfg.train.init:  # a later phase starts from another config's run, or from the shipped weights
+        init = Path(cfg.train.init)
+        if init.parts[0] == "runs":  # runs/NAME/...: NAME is some config's run name
+            names = {load_config(p, []).train.name for p in STAGE1_CONFIGS}
+            assert init.parts[1] in names, cfg.train.init
+        else:
+            assert init == Path("src/cobbnet/weights/stage1.safetensors"), cfg.train.init
+            assert (path.parents[1] / init).is_file()

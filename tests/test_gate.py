@@ -170,3 +170,30 @@ def test_every_real_radiograph_passes_the_gate(aasce_root, predictor):
         p = predictor.predict_arrays([image], [None])[0]
         status, reason, _ = assess(p.landmarks, p.scores, getattr(p, "flags", None), p.image_size)
         assert status != "rejected", (path.name, reason)
+
+
+def test_level_names_in_doubt_make_the_reading_uncertain():
+    """C7 and S1 found as strongly as T1..L5, the spine far from both edges: two readings tie,
+    so the predictor marks the result uncertain and names the renaming that scores as well."""
+    from cobbnet.infer.predict import Predictor
+    from cobbnet.infer.preprocess import to_input
+    from cobbnet.spine.chain import LEVEL_MARGIN
+    from cobbnet.spine.landmarks import centers
+
+    lm = synth_sample(0, 0)[2]  # (17, 4, 2) in a 979 x 2274 radiograph
+    c = centers(lm)
+    ext = np.concatenate([(lm[0] + (c[0] - c[1]))[None], lm, (lm[-1] + (c[-1] - c[-2]))[None]])
+    ext[..., 1] += 2000.0  # neck and pelvis in view: the edges weigh nothing
+    image = np.zeros((int(ext[..., 1].max()) + 2000, 979), np.uint8)
+    predictor = Predictor(refine=False)
+    corners = to_input(ext, image.shape, predictor.input_size)
+    result = predictor._read(image, "wide.png", corners, np.full(19, 0.7), [])
+    assert result.status == "uncertain", (result.status, result.warnings)
+    assert result.image is image and 0.0 <= result.level_margin < LEVEL_MARGIN
+    assert result.level_doubt in result.warnings
+    doubt = [w for w in result.warnings if w.startswith("level names uncertain")]
+    assert len(doubt) == 1 and f"under {LEVEL_MARGIN:g}" in doubt[0]
+    sure = predictor._read(image, "wide.png", corners[1:18], np.full(17, 0.7), [])
+    assert not any(w.startswith("level names uncertain") for w in sure.warnings), sure.warnings
+    ungated = Predictor(refine=False, gate=False)._read(image, "wide.png", corners, np.full(19, 0.7), [])
+    assert ungated.status == "ok" and ungated.warnings == []

@@ -166,6 +166,10 @@ def test_evaluate_cli_writes_metrics_table_and_plots(tiny_run, images, tmp_path)
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert len(rows) == 3
     assert all(0 <= int(r["levels_wrong"]) <= 17 and r["level_shift"].lstrip("-").isdigit() for r in rows)
+    assert all(r["level_margin"] == "" or float(r["level_margin"]) >= 0 for r in rows)
+    for key in ("levels_in_doubt_pct", "misnamed_in_doubt_pct", "right_in_doubt_pct"):
+        assert key in metrics
+    assert 0 <= metrics["levels_in_doubt_pct"] <= 100
     assert {p.name for p in out.glob("*.png")} == {"pred_vs_true.png", "bland_altman.png", "error_by_level.png"}
 
 
@@ -232,3 +236,19 @@ def test_state_is_saved_after_every_epoch_not_only_at_the_end(tmp_path):
     trainer.fit(BoringModel())
     assert seen == [None, 1, 2]  # the state of every finished epoch is on disk before the next
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["last.ckpt"]
+
+
+def test_level_doubts_count_marked_radiographs_by_whether_their_names_are_right():
+    from cobbnet.infer.evaluate import level_doubts
+    from cobbnet.io.synthetic import synth_sample
+    from cobbnet.spine.chain import LEVEL_MARGIN
+
+    true = np.stack([synth_sample(i, 0)[2] for i in range(4)])  # (4, 17, 4, 2)
+    pred = true.copy()
+    pred[1] = np.concatenate([true[1, 1:], true[1, -1:] + (true[1, -1] - true[1, -2])])  # one level down
+    pred[3] = np.nan  # rejected: not counted
+    margins = np.array([0.5 * LEVEL_MARGIN, 0.2, 2 * LEVEL_MARGIN, 0.0])
+    out = level_doubts(pred, true, margins)
+    assert out["levels_in_doubt_pct"] == pytest.approx(200 / 3)  # 2 of the 3 read
+    assert out["misnamed_in_doubt_pct"] == 100.0  # the shifted one is marked
+    assert out["right_in_doubt_pct"] == 50.0  # 1 of the 2 named right

@@ -25,24 +25,28 @@ from cobbnet.io.aasce import Sample, read_split
 from cobbnet.io.outputs import write_json, write_text
 from cobbnet.io.splits import split_indices
 from cobbnet.report.plots import plot_evaluation
+from cobbnet.spine.chain import LEVEL_MARGIN
 from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
 from cobbnet.spine.landmarks import LEVELS, to_p2
 from cobbnet.spine.metrics import landmark_error_by_level, level_shift, summarize
 
 
 def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size: int = 4,
-                    on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predicted landmarks ``(N, 17, 4, 2)`` (original px), scores ``(N, 17)`` and stage 1's
-    landmarks before stage 2 ``(N, 17, 4, 2)`` for samples."""
-    landmarks, scores, stage1 = [], [], []
+                    on_batch: Callable[[int], None] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted landmarks ``(N, 17, 4, 2)`` (original px), scores ``(N, 17)``, stage 1's
+    landmarks before stage 2 ``(N, 17, 4, 2)`` and level margins ``(N,)``
+    (``Prediction.level_margin``; inf for a rejected radiograph) for samples."""
+    landmarks, scores, stage1, margins = [], [], [], []
     paths = [s.image_path for s in samples]
     for pred in predictor.predict_paths(paths, batch_size=batch_size):
         landmarks.append(pred.landmarks)
         scores.append(pred.scores)
         stage1.append(pred.stage1_landmarks if pred.stage1_landmarks is not None else pred.landmarks)
+        margins.append(getattr(pred, "level_margin", np.inf))
         if on_batch:
             on_batch(1)
-    return np.stack(landmarks), np.stack(scores), np.stack(stage1)
+    return np.stack(landmarks), np.stack(scores), np.stack(stage1), np.array(margins, dtype=np.float64)
 
 
 def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -65,14 +69,28 @@ def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[s
     return metrics, pred_angles, true_angles
 
 
+def level_doubts(pred_landmarks: np.ndarray, true_landmarks: np.ndarray, margins: np.ndarray) -> dict[str, float]:
+    """How the "level names uncertain" warning (margin under ``LEVEL_MARGIN``) falls on the
+    read radiographs: the share marked, and the share of the misnamed (not all 17 levels
+    right) and of the rightly named that are marked. NaN where a group is empty."""
+    read = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))
+    if not read.any():
+        return {}
+    wrong = level_shift(pred_landmarks[read], true_landmarks[read])[0] > 0
+    marked = margins[read] < LEVEL_MARGIN
+    share = lambda m: 100.0 * float(m.mean()) if len(m) else float("nan")  # noqa: E731
+    return {"levels_in_doubt_pct": share(marked), "misnamed_in_doubt_pct": share(marked[wrong]),
+            "right_in_doubt_pct": share(marked[~wrong])}
+
+
 def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angles: np.ndarray,
-                  pred_landmarks: np.ndarray) -> str:
+                  pred_landmarks: np.ndarray, margins: np.ndarray | None = None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     point_cols = [f"{lvl}_{c}{axis}" for lvl in LEVELS for c in ("tl", "tr", "bl", "br") for axis in "xy"]
     writer.writerow(["filename", *[f"true_{c}" for c in ANGLE_COLUMNS], *[f"pred_{c}" for c in ANGLE_COLUMNS],
                      *[f"error_{c}" for c in ANGLE_COLUMNS], "landmark_error_px", "levels_wrong", "level_shift",
-                     *point_cols])
+                     "level_margin", *point_cols])
     true_lm = np.stack([s.landmarks for s in samples])
     lm_err = np.linalg.norm(pred_landmarks - true_lm, axis=-1).mean(axis=(1, 2))
     read = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))  # a rejected image has no levels: blank cells
@@ -80,10 +98,12 @@ def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angle
     if read.any():
         for i, wrong, shift in zip(np.flatnonzero(read), *level_shift(pred_landmarks[read], true_lm[read]), strict=True):
             levels[i] = [int(wrong), int(shift)]
+    margin = ["" if not read[i] or margins is None or not np.isfinite(margins[i]) else round(float(margins[i]), 3)
+              for i in range(len(samples))]
     for i, s in enumerate(samples):
         writer.writerow([s.name, *np.round(true_angles[i], 4), *np.round(pred_angles[i], 4),
                          *np.round(pred_angles[i] - true_angles[i], 4), round(float(lm_err[i]), 3),
-                         *levels[i], *np.round(to_p2(pred_landmarks[i]).ravel(), 2)])
+                         *levels[i], margin[i], *np.round(to_p2(pred_landmarks[i]).ravel(), 2)])
     return buf.getvalue()
 
 
@@ -99,8 +119,9 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     """
     out = Path(out)
     predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior)
-    pred_lm, _, stage1_lm = predict_samples(predictor, samples, batch_size, on_batch)
+    pred_lm, _, stage1_lm, margins = predict_samples(predictor, samples, batch_size, on_batch)
     metrics, pred_angles, true_angles = score(samples, pred_lm)
+    metrics.update(level_doubts(pred_lm, np.stack([s.landmarks for s in samples]), margins))
     metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
     metrics["mode"] = predictor.mode
     metrics["model"] = predictor.model
@@ -109,7 +130,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     if predictor.refines:
         write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm)[0], "model": predictor.model,
                                                      "stage2": False})
-    write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm))
+    write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm, margins))
     level_errors = landmark_error_by_level(pred_lm, np.stack([s.landmarks for s in samples]))
     plot_evaluation(out, true_angles, pred_angles, level_errors)
     write_json(out / "metrics.json", metrics)

@@ -38,7 +38,7 @@ from cobbnet.infer.onnx import OnnxModel
 from cobbnet.infer.preprocess import prepare_image, to_original
 from cobbnet.io.images import read_image_with_warnings, to_gray_uint8
 from cobbnet.spine import patches
-from cobbnet.spine.chain import pick_chain
+from cobbnet.spine.chain import level_doubt, pick_chain
 from cobbnet.spine.cobb import CobbResult, cobb_angles
 
 LOW_CONFIDENCE = 0.3  # a detected vertebra scoring below this is flagged "low_confidence"
@@ -66,6 +66,11 @@ class Prediction:
     model: dict[str, Any] = field(default_factory=dict)
     stage1_landmarks: np.ndarray | None = field(default=None, repr=False)  # (17, 4, 2) before stage 2
     image: np.ndarray | None = field(default=None, repr=False)  # (H, W) uint8, kept for overlays
+    # how far the best chain with T1 or L5 renamed a level lies below the chosen one
+    # (spine.chain.Chain.margin), and the warning when that is under LEVEL_MARGIN; the gate
+    # turns the warning into status "uncertain"
+    level_margin: float = float("inf")
+    level_doubt: str | None = None
 
     @property
     def angles(self) -> np.ndarray:
@@ -179,8 +184,12 @@ class Predictor:
         status, reason, found = assess(lm, chain.scores, flags, (W, H)) if self.gate else ("ok", None, [])
         if status == "rejected":
             return self._rejected(name, image, reason or "no plausible chain of vertebrae", warnings + found)
+        doubt = level_doubt(chain)
+        if doubt is not None and self.gate:  # a rival chain with the ends renamed scores almost as well
+            status, found = "uncertain", [*found, doubt]
         return Prediction(name, lm, chain.scores, cobb_angles(lm, H), (W, H), flags, status, reason,
-                          warnings + found, self.model, stage1, image)
+                          warnings + found, self.model, stage1, image=image, level_margin=chain.margin,
+                          level_doubt=doubt)
 
     def _rejected(self, name: str | None, image: np.ndarray, reason: str,
                   warnings: list[str] | None = None) -> Prediction:

@@ -34,6 +34,13 @@ the missing end would lie, ``SPACING_PER_WIDTH`` widths a level beyond). Distanc
 view) the edges say nothing and the count stands. ``EDGE_WEIGHT`` was chosen on the bundled
 stage 1's candidates for those 366 training radiographs (0, 0.5, 1, 2 against three other
 constants, 48 settings): all 17 levels right on 306 with 0.5, against 279 without.
+
+How sure the names are. A shifted chain usually wins by little. ``Chain.margin`` is how far
+the best rival that names the chain's first or last vertebra one level up or down (the same
+Viterbi with that candidate held at the other level) lies below the chosen chain, and
+``level_doubt`` turns a margin under ``LEVEL_MARGIN`` into a warning; the predictor then
+marks the reading uncertain. It cannot say which reading is right, only that a person should
+check T1 and L5.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cobbnet.spine.landmarks import N_VERTEBRAE, centers
+from cobbnet.spine.landmarks import LEVELS, N_VERTEBRAE, centers
 from cobbnet.spine.patches import frames
 
 SCORE_FLOOR = 0.3  # a candidate scoring below this costs more than it brings
@@ -65,17 +72,29 @@ EDGE_SIGMA = np.array([0.391, 0.369])
 EDGE_CAP = 3.0  # widths: an end farther from its edge than this counts as this far
 EDGE_WEIGHT = 0.5
 INTERPOLATED = "interpolated"
+# A chain whose best renamed rival (its first or last vertebra named one level up or down,
+# ``Chain.margin``) lies less than this below it has uncertain level names. On the bundled
+# stage 1's chains for the 387 training radiographs (configs/splits/aasce-holdout.txt), a margin
+# under 1 marked 42, 22 of them misnamed (27% of the 81 misnamed, 7% of the 306 named right).
+LEVEL_MARGIN = 1.0
+_HOLD = 1e4  # the gain that holds a candidate at a level while the rest of the chain is re-chosen
 
 
 @dataclass
 class Chain:
     """The chosen chain: ``landmarks (17, 4, 2)``, ``scores (17,)`` (0 where interpolated),
-    ``picked (17,)`` candidate index per level or -1, and per-level ``flags``."""
+    ``picked (17,)`` candidate index per level or -1, and per-level ``flags``.
+
+    ``margin`` is how far (in the chain's log-value) the best rival that names the chain's
+    first or last vertebra one level up or down lies below it (inf without a rival);
+    ``renamed`` is that rival's (level now, level then), e.g. ("T1", "T2")."""
 
     landmarks: np.ndarray
     scores: np.ndarray
     picked: np.ndarray
     flags: list[list[str]]
+    margin: float = np.inf
+    renamed: tuple[str, str] = ("", "")
 
     @property
     def n_interpolated(self) -> int:
@@ -89,18 +108,19 @@ def _geometry(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.linalg.norm(d, axis=-1), tilt, d[..., 1] > 0
 
 
-def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Levels ``(n,)`` -> candidate or -1 maximising gains minus ``link(level_above, level, )``
-    costs ``(K, K)`` and MISSING_COST per level without a candidate. ``first`` and ``last``
-    ``(n, K)`` add to the chain's value when candidate k is its first or last pick at a level."""
-    K = len(gain)
+def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, float]:
+    """Levels ``(n,)`` -> candidate or -1, and the chain's value, maximising gains ``(n, K)``
+    (candidate k at level l) minus ``link(level_above, level)`` costs ``(K, K)`` and
+    MISSING_COST per level without a candidate. ``first`` and ``last`` ``(n, K)`` add to the
+    chain's value when candidate k is its first or last pick at a level."""
+    K = gain.shape[1]
     best = np.full((n, K), -np.inf)
     back = np.full((n, K, 2), -1, dtype=np.int64)  # (previous level, previous candidate)
     for lvl in range(n):
-        best[lvl] = gain - MISSING_COST * lvl + first[lvl]  # i starts the chain: the levels above it missing
+        best[lvl] = gain[lvl] - MISSING_COST * lvl + first[lvl]  # k starts the chain: the levels above it missing
         for g in range(1, min(MAX_GAP, lvl) + 1):
             cost = link(lvl - g, lvl) + MISSING_COST * (g - 1)
-            total = best[lvl - g][:, None] - cost + gain[None, :]  # (K above, K here)
+            total = best[lvl - g][:, None] - cost + gain[lvl][None, :]  # (K above, K here)
             j = np.argmax(total, axis=0)
             value = total[j, np.arange(K)]
             better = value > best[lvl]
@@ -108,11 +128,33 @@ def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: 
             back[lvl, better] = np.stack([np.full(better.sum(), lvl - g), j[better]], axis=-1)
     ends = best - MISSING_COST * (n - 1 - np.arange(n))[:, None] + last  # the levels below the last missing
     lvl, i = np.unravel_index(int(np.argmax(ends)), ends.shape)
+    value = float(ends[lvl, i])
     picked = np.full(n, -1, dtype=np.int64)
     while lvl >= 0 and i >= 0:
         picked[lvl] = i
         lvl, i = back[lvl, i]
-    return picked
+    return picked, value
+
+
+def _renamed(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray,
+             picked: np.ndarray, value: float) -> tuple[float, str, str]:
+    """How far ``value`` (the chosen chain's) lies above the best chain that names its first
+    or its last vertebra one level up or down, and those two level names (now, then).
+    Each alternative is the Viterbi optimum with that candidate held at the other level."""
+    have = np.flatnonzero(picked >= 0)
+    margin, now, then = np.inf, "", ""
+    if len(have) < 2:
+        return margin, now, then
+    for lvl in (have[0], have[-1]):
+        for to in (lvl - 1, lvl + 1):
+            if not 0 <= to < n:
+                continue
+            held = gain.copy()
+            held[to, picked[lvl]] += _HOLD
+            _, alt = _viterbi(held, link, n, first, last)
+            if value - (alt - _HOLD) < margin:
+                margin, now, then = value - (alt - _HOLD), LEVELS[lvl], LEVELS[to]
+    return max(float(margin), 0.0), now, then
 
 
 def edge_gain(gap: np.ndarray, end: int) -> np.ndarray:
@@ -154,7 +196,7 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
         return Chain(nan, np.zeros(n), np.full(n, -1), [[INTERPOLATED] for _ in range(n)])
     centre = centers(cand)  # (K, 2)
     width = frames(cand)[:, 3]
-    gain = np.log(np.maximum(s, 1e-6) / SCORE_FLOOR)  # (K,)
+    gain = np.repeat(np.log(np.maximum(s, 1e-6) / SCORE_FLOOR)[None], n, axis=0)  # (n, K): the same at every level
     dist, tilt, below = _geometry(centre)
     dist = np.maximum(dist, 1e-6)
     base = TILT_WEIGHT * (tilt / TILT_SIGMA) ** 2 + np.where(below, 0.0, np.inf)
@@ -165,7 +207,8 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
         return base + SPACING_WEIGHT * (np.log(ratio) / WIDTH_SIGMA) ** 2
 
     first, last = edge_terms(centre, width, height, n)
-    picked = _viterbi(gain, by_width, n, first, last)
+    link = by_width
+    picked, value = _viterbi(gain, link, n, first, last)
     have = np.flatnonzero(picked >= 0)
     if len(have) >= 3:  # the chain's own spacing: median of distance / expected share
         steps = [dist[picked[a], picked[b]] / LEVEL_SPACING[a:b].sum() for a, b in zip(have, have[1:], strict=False)]
@@ -176,8 +219,22 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
             ratio = dist / (unit * (cum[lower] - cum[upper]))
             return base + SPACING_WEIGHT * (np.log(ratio) / SPACING_SIGMA) ** 2
 
-        picked = _viterbi(gain, by_spacing, n, first, last)
-    return _fill(cand, s, picked, keep)
+        link = by_spacing
+        picked, value = _viterbi(gain, link, n, first, last)
+    chain = _fill(cand, s, picked, keep)
+    chain.margin, now, then = _renamed(gain, link, n, first, last, picked, value)
+    chain.renamed = (now, then)
+    return chain
+
+
+def level_doubt(chain: Chain) -> str | None:
+    """A warning line when the chain's level names are uncertain (``margin`` under
+    ``LEVEL_MARGIN``), else None."""
+    if not chain.margin < LEVEL_MARGIN:
+        return None
+    now, then = chain.renamed
+    return (f"level names uncertain: a reading that names {now} as {then} scores only "
+            f"{chain.margin:.2f} below this one (under {LEVEL_MARGIN:g}); check T1 and L5")
 
 
 def _fill(cand: np.ndarray, s: np.ndarray, picked: np.ndarray, keep: np.ndarray) -> Chain:

@@ -184,7 +184,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> dict[str,
         print(f"started from {t.init}")
     ckpt = _resume_path(state) if resume else None
     if resume and ckpt is None:
-        print(f"no saved state in {state}: starting from scratch")
+        start = f"from {t.init}" if t.init else "from scratch"
+        print(f"no saved state in {state}: starting at the first epoch, {start}")
     if ckpt is None:
         trainer.fit(module, train_loader, val_loader)
     else:  # our own state files, still read with the restricted (no-code) unpickler
