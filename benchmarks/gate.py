@@ -170,9 +170,7 @@ def gate_one(image: np.ndarray, predict: CachedPredictor) -> dict:
     if reason is not None:
         return {**row, "status": "rejected", "reason": reason, "stage": "image", "warnings": []}
     lm, scores, flags, doubt = predict(image)
-    status, reason, warnings = assess(lm, scores, flags, (W, H))
-    if doubt is not None and status != "rejected":  # what the gated predictor adds: level names in doubt
-        status, warnings = "uncertain", [*warnings, doubt]
+    status, reason, warnings = assess(lm, scores, flags, (W, H), doubt)
     verdict = {"status": status, "reason": reason, "stage": "chain", "warnings": warnings}
     if not np.all(np.isfinite(lm)):
         return {**row, **verdict}

@@ -312,7 +312,7 @@ def _assessed(prediction: Any) -> Any:
     if (getattr(prediction, "status", None) or "ok") != "ok" or lm is None or not np.all(np.isfinite(lm)):
         return prediction
     status, reason, warnings = assess(lm, prediction.scores, getattr(prediction, "flags", None),
-                                      prediction.image_size)
+                                      prediction.image_size, getattr(prediction, "level_doubt", None))
     prediction.status, prediction.reason = status, reason
     prediction.warnings = [*(getattr(prediction, "warnings", None) or []), *warnings]
     return prediction

@@ -121,7 +121,8 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior)
     pred_lm, _, stage1_lm, margins = predict_samples(predictor, samples, batch_size, on_batch)
     metrics, pred_angles, true_angles = score(samples, pred_lm)
-    metrics.update(level_doubts(pred_lm, np.stack([s.landmarks for s in samples]), margins))
+    true_lm = np.stack([s.landmarks for s in samples])
+    metrics.update(level_doubts(pred_lm, true_lm, margins))
     metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
     metrics["mode"] = predictor.mode
     metrics["model"] = predictor.model
@@ -131,7 +132,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
         write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm)[0], "model": predictor.model,
                                                      "stage2": False})
     write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm, margins))
-    level_errors = landmark_error_by_level(pred_lm, np.stack([s.landmarks for s in samples]))
+    level_errors = landmark_error_by_level(pred_lm, true_lm)
     plot_evaluation(out, true_angles, pred_angles, level_errors)
     write_json(out / "metrics.json", metrics)
     return metrics

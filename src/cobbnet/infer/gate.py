@@ -149,7 +149,7 @@ def _steps(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assess(landmarks: np.ndarray, scores: np.ndarray, flags: Sequence[Sequence[str]] | None,
-           image_size: tuple[int, int]) -> tuple[str, str | None, list[str]]:
+           image_size: tuple[int, int], level_doubt: str | None = None) -> tuple[str, str | None, list[str]]:
     """(status, reason, warnings) of a predicted chain.
 
     Args:
@@ -157,6 +157,8 @@ def assess(landmarks: np.ndarray, scores: np.ndarray, flags: Sequence[Sequence[s
         scores: ``(17,)`` detection scores.
         flags: 17 lists of vertebra flags (``"interpolated"``), or None for none.
         image_size: (width, height) of the image.
+        level_doubt: the chain's warning that its level names are uncertain
+            (``spine.chain.level_doubt``), or None; a doubt like the others.
 
     Returns:
         ``("rejected", reason, warnings)`` when no plausible chain was found;
@@ -187,6 +189,8 @@ def assess(landmarks: np.ndarray, scores: np.ndarray, flags: Sequence[Sequence[s
         return "rejected", (f"no plausible chain of vertebrae ({sideways} of {len(angle)} steps run "
                             "sideways: the spine does not run from top to bottom)"), []
     warnings = _doubts(lm, sc, detected, mean, interpolated, ratio, angle, image_size)
+    if level_doubt is not None:
+        warnings.append(level_doubt)
     return ("uncertain" if warnings else "ok"), None, warnings
 
 

@@ -181,12 +181,10 @@ class Predictor:
         for v, s in enumerate(chain.scores):
             if chain.picked[v] >= 0 and s < LOW_CONFIDENCE:
                 flags[v].append("low_confidence")
-        status, reason, found = assess(lm, chain.scores, flags, (W, H)) if self.gate else ("ok", None, [])
+        doubt = level_doubt(chain)  # a rival chain with the ends renamed scores almost as well
+        status, reason, found = assess(lm, chain.scores, flags, (W, H), doubt) if self.gate else ("ok", None, [])
         if status == "rejected":
             return self._rejected(name, image, reason or "no plausible chain of vertebrae", warnings + found)
-        doubt = level_doubt(chain)
-        if doubt is not None and self.gate:  # a rival chain with the ends renamed scores almost as well
-            status, found = "uncertain", [*found, doubt]
         return Prediction(name, lm, chain.scores, cobb_angles(lm, H), (W, H), flags, status, reason,
                           warnings + found, self.model, stage1, image=image, level_margin=chain.margin,
                           level_doubt=doubt)

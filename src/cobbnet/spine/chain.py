@@ -137,14 +137,14 @@ def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: 
 
 
 def _renamed(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray,
-             picked: np.ndarray, value: float) -> tuple[float, str, str]:
+             picked: np.ndarray, value: float) -> tuple[float, tuple[str, str]]:
     """How far ``value`` (the chosen chain's) lies above the best chain that names its first
-    or its last vertebra one level up or down, and those two level names (now, then).
+    or its last vertebra one level up or down, and those two level names ``(now, then)``.
     Each alternative is the Viterbi optimum with that candidate held at the other level."""
     have = np.flatnonzero(picked >= 0)
-    margin, now, then = np.inf, "", ""
+    margin, renamed = np.inf, ("", "")
     if len(have) < 2:
-        return margin, now, then
+        return margin, renamed
     for lvl in (have[0], have[-1]):
         for to in (lvl - 1, lvl + 1):
             if not 0 <= to < n:
@@ -153,8 +153,8 @@ def _renamed(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: 
             held[to, picked[lvl]] += _HOLD
             _, alt = _viterbi(held, link, n, first, last)
             if value - (alt - _HOLD) < margin:
-                margin, now, then = value - (alt - _HOLD), LEVELS[lvl], LEVELS[to]
-    return max(float(margin), 0.0), now, then
+                margin, renamed = value - (alt - _HOLD), (LEVELS[lvl], LEVELS[to])
+    return max(float(margin), 0.0), renamed
 
 
 def edge_gain(gap: np.ndarray, end: int) -> np.ndarray:
@@ -222,8 +222,7 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
         link = by_spacing
         picked, value = _viterbi(gain, link, n, first, last)
     chain = _fill(cand, s, picked, keep)
-    chain.margin, now, then = _renamed(gain, link, n, first, last, picked, value)
-    chain.renamed = (now, then)
+    chain.margin, chain.renamed = _renamed(gain, link, n, first, last, picked, value)
     return chain
 
 
