@@ -28,6 +28,7 @@ from cobbnet.io.aasce import read_split
 from cobbnet.io.outputs import write_json, write_text
 from cobbnet.io.splits import split_indices
 from cobbnet.spine import patches
+from cobbnet.spine.audit import repaired_landmarks
 from cobbnet.spine.metrics import nearest_true
 
 AASCE = Path(__file__).resolve().parents[2] / "shared" / "boostnet_labeldata"
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     for m in (both, alone):
         m.update(model=predictor.model, mode=predictor.mode, split=SPLIT)
     both["seconds_per_radiograph"] = seconds
-    true = np.stack([s.landmarks for s in val_samples])
+    true = repaired_landmarks(val_samples)[0]  # as score() compares them
     write_json(a.out / "metrics.json", both)
     write_json(a.out / "stage1" / "metrics.json", alone)
     ok = np.isfinite(stage1).all(axis=(1, 2, 3))

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cobbnet.errors import InputError
 from cobbnet.io.aasce import Sample
 from cobbnet.spine.audit import (
     CHECKS,
@@ -14,9 +15,11 @@ from cobbnet.spine.audit import (
     audit_split,
     findings_to_json,
     format_findings,
+    repaired_landmarks,
+    treat_faulty_labels,
 )
 from cobbnet.spine.cobb import cobb_angles_batch
-from cobbnet.spine.landmarks import BL, BR, LEVELS, TL, TR, level_index
+from cobbnet.spine.landmarks import BL, BR, LEVELS, TL, TR, canonical_order, level_index
 
 W, H = 80, 200
 
@@ -167,3 +170,37 @@ def test_real_training_labels_audit(aasce_root):
     assert 10 <= len(faulty) <= 60
     assert not any(f.check == "angles-mismatch" for f in findings)
     assert all(f.check in CHECKS for f in findings)
+
+
+def top_listed_last(lm):
+    """The slip of some AASCE labels: the top vertebra listed after the bottom one."""
+    return np.concatenate([lm[1:], lm[:1]])
+
+
+def test_repaired_landmarks_puts_a_label_listed_out_of_order_back(clean):
+    good, slipped = sample(clean, "good"), sample(top_listed_last(clean), "slipped")
+    fixed, names = repaired_landmarks([good, slipped])
+    assert names == ["slipped"]
+    np.testing.assert_array_equal(fixed[0], clean)
+    np.testing.assert_array_equal(fixed[1], clean)
+    np.testing.assert_array_equal(slipped.landmarks, top_listed_last(clean))  # the sample itself is untouched
+
+
+def test_repaired_landmarks_names_only_labels_the_reordering_changed(clean):
+    lm = clean.copy()
+    lm[level_index("T3"), TL, 0] = -5.0  # outside the image: flagged, but the order is already canonical
+    fixed, names = repaired_landmarks([sample(lm, "outside")])
+    assert names == []
+    np.testing.assert_array_equal(fixed[0], lm)
+
+
+def test_treat_faulty_labels_repairs_skips_or_keeps(clean):
+    samples = [sample(clean, "good"), sample(top_listed_last(clean), "slipped")]
+    said = []
+    repaired = treat_faulty_labels(samples, "repair", said.append)
+    np.testing.assert_array_equal(repaired[1].landmarks, canonical_order(samples[1].landmarks))
+    assert repaired[0] is samples[0] and said == ["repair 1 faulty training label(s): slipped"]
+    assert [s.name for s in treat_faulty_labels(samples, "skip", said.append)] == ["good"]
+    assert treat_faulty_labels(samples, "keep") is samples
+    with pytest.raises(InputError, match="'mend' is not one of repair, skip, keep"):
+        treat_faulty_labels(samples, "mend")

@@ -218,8 +218,8 @@ def _int(text: str, flag: str) -> int:
 def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     cols = [("SMAPE", "smape"), ("SMAPE PT", "smape_pt"), ("SMAPE MT", "smape_mt"), ("SMAPE TL", "smape_tl"),
-            ("landmark err (px)", "landmark_error_px"), ("MAE PT/MT/TL (deg)", None), ("within 5 deg", "within_5deg"),
-            ("FPS", "fps")]
+            ("landmark err (px)", "landmark_error_px"), ("levels right %", "levels_right_pct"),
+            ("MAE PT/MT/TL (deg)", None), ("within 5 deg", "within_5deg"), ("FPS", "fps")]
     for name, _ in cols:
         table.add_column(name, justify="right")
     mae = "/".join(f"{metrics.get(f'mae_{c}', float('nan')):.2f}" for c in ("pt", "mt", "tl"))
@@ -272,6 +272,11 @@ def evaluate(
                               on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine),
                               gate=not no_gate, edge_prior=not no_edge_prior)
     console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
+    if metrics.get("labels_repaired"):
+        console.print(f"{len(metrics['labels_repaired'])} label(s) scored in canonical order (see cobbnet audit): "
+                      f"{', '.join(metrics['labels_repaired'])}; against the labels as written, landmark error "
+                      f"{metrics['landmark_error_px_as_labelled']:.2f} px, levels right "
+                      f"{metrics['levels_right_pct_as_labelled']:.1f}%")
     console.print(f"wrote {out / 'metrics.json'}, {out / 'per_image.csv'} and plots")
 
 

@@ -2,7 +2,13 @@
 
 Writes ``metrics.json``, ``per_image.csv`` (name, true and predicted angles, errors, the
 number of vertebrae named wrong and the spine's level shift, landmarks) and three plots;
-returns the metrics. ``evaluate_folds`` scores each model of a cross-validation run on its
+returns the metrics.
+
+Landmarks are scored against the labels as the audit repairs them for training
+(``audit.repaired_landmarks``): a label whose vertebrae are listed out of order is put in
+canonical order first, since against it as written every level would count as misnamed.
+``labels_repaired`` names those labels, and the figures against the labels as written are
+kept beside the others with the suffix ``_as_labelled``. ``evaluate_folds`` scores each model of a cross-validation run on its
 own validation fold and reports mean and spread across folds.
 """
 
@@ -25,6 +31,7 @@ from cobbnet.io.aasce import Sample, read_split
 from cobbnet.io.outputs import write_json, write_text
 from cobbnet.io.splits import split_indices
 from cobbnet.report.plots import plot_evaluation
+from cobbnet.spine.audit import repaired_landmarks
 from cobbnet.spine.chain import LEVEL_MARGIN
 from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
 from cobbnet.spine.landmarks import LEVELS, to_p2
@@ -49,16 +56,21 @@ def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size:
     return np.stack(landmarks), np.stack(scores), np.stack(stage1), np.array(margins, dtype=np.float64)
 
 
+AS_LABELLED = ("landmark_error_px", "landmark_error_matched_px", "levels_right_pct")  # also scored against the raw labels
+
+
 def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Metrics, predicted angles ``(N, 3)`` and true angles ``(N, 3)`` for a set of predictions.
 
     Radiographs the predictor rejected (NaN landmarks) are counted in ``n_rejected`` and left
-    out of every other figure; their predicted angles are NaN.
+    out of every other figure; their predicted angles are NaN. Landmarks are compared with
+    the repaired labels (``repaired_landmarks``); ``labels_repaired`` lists them, and each key
+    of ``AS_LABELLED`` is also given against the labels as written (``<key>_as_labelled``).
     """
     heights = np.array([s.height for s in samples], dtype=np.float64)
-    true_lm = np.stack([s.landmarks for s in samples])
-    true_angles = np.stack([s.angles if s.angles is not None else cobb_angles_batch(s.landmarks[None], [s.height])[0][0]
-                            for s in samples])
+    true_lm, repaired = repaired_landmarks(samples)
+    true_angles = np.stack([s.angles if s.angles is not None else cobb_angles_batch(true_lm[i:i + 1], [s.height])[0][0]
+                            for i, s in enumerate(samples)])
     ok = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))
     pred_angles = np.full_like(true_angles, np.nan)
     if not ok.any():
@@ -66,6 +78,10 @@ def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[s
     pred_angles[ok] = cobb_angles_batch(pred_landmarks[ok], heights[ok])[0]
     metrics = summarize(pred_angles[ok], true_angles[ok], pred_landmarks[ok], true_lm[ok])
     metrics["n_rejected"] = int((~ok).sum())
+    raw = np.stack([s.landmarks for s in samples])
+    as_labelled = summarize(pred_angles[ok], true_angles[ok], pred_landmarks[ok], raw[ok]) if repaired else metrics
+    metrics.update({f"{k}_as_labelled": as_labelled[k] for k in AS_LABELLED})
+    metrics["labels_repaired"] = repaired
     return metrics, pred_angles, true_angles
 
 
@@ -84,14 +100,17 @@ def level_doubts(pred_landmarks: np.ndarray, true_landmarks: np.ndarray, margins
 
 
 def per_image_csv(samples: Sequence[Sample], pred_angles: np.ndarray, true_angles: np.ndarray,
-                  pred_landmarks: np.ndarray, margins: np.ndarray | None = None) -> str:
+                  pred_landmarks: np.ndarray, margins: np.ndarray | None = None,
+                  true_landmarks: np.ndarray | None = None) -> str:
+    """One row per radiograph; landmarks compared with ``true_landmarks`` ``(N, 17, 4, 2)``
+    (default: the labels repaired as in ``score``)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     point_cols = [f"{lvl}_{c}{axis}" for lvl in LEVELS for c in ("tl", "tr", "bl", "br") for axis in "xy"]
     writer.writerow(["filename", *[f"true_{c}" for c in ANGLE_COLUMNS], *[f"pred_{c}" for c in ANGLE_COLUMNS],
                      *[f"error_{c}" for c in ANGLE_COLUMNS], "landmark_error_px", "levels_wrong", "level_shift",
                      "level_margin", *point_cols])
-    true_lm = np.stack([s.landmarks for s in samples])
+    true_lm = repaired_landmarks(samples)[0] if true_landmarks is None else true_landmarks
     lm_err = np.linalg.norm(pred_landmarks - true_lm, axis=-1).mean(axis=(1, 2))
     read = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))  # a rejected image has no levels: blank cells
     levels = [[""] * 2 for _ in samples]
@@ -121,7 +140,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior)
     pred_lm, _, stage1_lm, margins = predict_samples(predictor, samples, batch_size, on_batch)
     metrics, pred_angles, true_angles = score(samples, pred_lm)
-    true_lm = np.stack([s.landmarks for s in samples])
+    true_lm = repaired_landmarks(samples)[0]
     metrics.update(level_doubts(pred_lm, true_lm, margins))
     metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
     metrics["mode"] = predictor.mode
@@ -131,7 +150,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     if predictor.refines:
         write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm)[0], "model": predictor.model,
                                                      "stage2": False})
-    write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm, margins))
+    write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm, margins, true_lm))
     level_errors = landmark_error_by_level(pred_lm, true_lm)
     plot_evaluation(out, true_angles, pred_angles, level_errors)
     write_json(out / "metrics.json", metrics)

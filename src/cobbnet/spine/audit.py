@@ -1,27 +1,33 @@
-"""Annotation audit: faults in a labelled split, reported, never repaired.
+"""Annotation audit: faults in a labelled split, reported; repaired only on request.
 
 Each check is a function over the whole split at once (landmarks ``(N, 17, 4, 2)``) registered
 in ``CHECKS`` under a short id; it returns, for each faulty sample, one sentence naming the
 vertebra levels and the numbers at fault. A sample has at most one finding per check.
+
+The files are never changed. ``treat_faulty_labels`` gives training (and ``repaired_landmarks``
+gives scoring) the flagged labels re-ordered canonically (``landmarks.canonical_order``): a
+label that lists its top vertebra last names every level wrong, and a model scored against it
+by level would be charged for the labeller's slip.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from cobbnet.errors import InputError
 from cobbnet.io.aasce import Sample, read_split
 from cobbnet.spine.cobb import ANGLE_COLUMNS, cobb_angles_batch
-from cobbnet.spine.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, centers
+from cobbnet.spine.landmarks import BL, BR, CORNERS, LEVELS, TL, TR, canonical_order, centers
 
 MAX_LISTED = 4  # places named in one finding's detail before "and N more"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Finding:
     """One fault of one sample: ``name`` of the image, ``check`` id, ``detail`` sentence."""
 
@@ -30,7 +36,7 @@ class Finding:
     detail: str
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Spines:
     landmarks: np.ndarray  # (N, 17, 4, 2)
     widths: np.ndarray  # (N,)
@@ -193,4 +199,48 @@ def format_findings(findings: Sequence[Finding]) -> str:
 
 def findings_to_json(findings: Sequence[Finding]) -> list[dict]:
     """Findings as plain dicts ``{"name", "check", "detail"}`` for JSON output."""
-    return [asdict(f) for f in findings]
+    return [dataclasses.asdict(f) for f in findings]
+
+
+FAULTY_LABELS: tuple[str, ...] = ("repair", "skip", "keep")
+REPAIRABLE = tuple(c for c in CHECKS if c != "angles-mismatch")  # faults of the points themselves
+
+
+def faulty_names(samples: Sequence[Sample]) -> set[str]:
+    """Names of the samples whose points the audit flags (every check but ``angles-mismatch``,
+    which concerns angles.csv)."""
+    return {f.name for f in audit_samples(samples) if f.check in REPAIRABLE}
+
+
+def treat_faulty_labels(samples: list[Sample], how: str, log: Callable[[str], object] = print) -> list[Sample]:
+    """Samples with the labels the audit flags repaired, left out or kept (``how``).
+
+    A repair re-orders vertebrae and corners canonically (``landmarks.canonical_order``);
+    each repaired or skipped name is listed through ``log``.
+    """
+    if how not in FAULTY_LABELS:
+        raise InputError(f"data.faulty_labels: {how!r} is not one of {', '.join(FAULTY_LABELS)}")
+    if how == "keep":
+        return samples
+    faulty = faulty_names(samples)
+    if faulty:
+        log(f"{how} {len(faulty)} faulty training label(s): {', '.join(sorted(faulty))}")
+    if how == "skip":
+        return [s for s in samples if s.name not in faulty]
+    return [dataclasses.replace(s, landmarks=canonical_order(s.landmarks)) if s.name in faulty else s
+            for s in samples]
+
+
+def repaired_landmarks(samples: Sequence[Sample]) -> tuple[np.ndarray, list[str]]:
+    """The labels to score against, ``(N, 17, 4, 2)``: each flagged label in canonical order,
+    the rest as read; and the names of the flagged labels that the re-ordering changed."""
+    faulty = faulty_names(samples)
+    raw = np.stack([s.landmarks for s in samples]).astype(np.float64)
+    fixed = raw.copy()
+    changed = []
+    for i, s in enumerate(samples):
+        if s.name in faulty:
+            fixed[i] = canonical_order(raw[i])
+            if not np.array_equal(fixed[i], raw[i]):
+                changed.append(s.name)
+    return fixed, changed

@@ -31,10 +31,10 @@ from cobbnet.io.images import read_image
 from cobbnet.io.outputs import atomic_path, write_json
 from cobbnet.nn.refine import CornerNet, RefineConfig
 from cobbnet.spine import patches
+from cobbnet.spine.audit import treat_faulty_labels
 from cobbnet.spine.landmarks import BL, BR, TL, TR
 from cobbnet.training.config import apply_overrides
 from cobbnet.training.data import split_indices
-from cobbnet.training.train import treat_faulty_labels
 
 FORMAT = "cobbnet-refine"
 _FLIP = [TR, TL, BR, BL]  # a mirrored patch swaps left and right corners

@@ -112,6 +112,15 @@ def _norm(m: dict[str, Any]) -> str:
     return "fixed constants"
 
 
+def _repaired(metrics: dict[str, Any]) -> str:
+    names = metrics.get("labels_repaired") or []
+    if not names:
+        return ""
+    return (f"Landmarks and levels are compared with the labels in canonical order where `cobbnet audit` finds"
+            f" their points faulty, as training repairs them: {len(names)} here ({', '.join(names)}), whose"
+            " vertebrae or corners are listed out of order; the last two rows compare with the labels as written.\n")
+
+
 def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
                stage1_metrics: dict[str, Any], size: int, notes: str = "") -> str:
     m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
@@ -124,7 +133,9 @@ def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: d
             ("share with all 17 levels right (%)", "levels_right_pct"),
             ("share with the whole spine named a level down, T1 missed (%)", "levels_shifted_down_pct"),
             ("share with the whole spine named a level or more up, C7 taken as T1 (%)", "levels_shifted_up_pct"),
-            ("share with a level skipped or doubled inside (%)", "levels_partly_wrong_pct")]
+            ("share with a level skipped or doubled inside (%)", "levels_partly_wrong_pct"),
+            ("landmark error (px, by level), against the labels as written", "landmark_error_px_as_labelled"),
+            ("share with all 17 levels right (%), against the labels as written", "levels_right_pct_as_labelled")]
     table = "\n".join(_row(label, key, stage1_metrics, metrics) for label, key in rows)
     return f"""# cobbnet bundled model: {name}
 
@@ -176,7 +187,7 @@ The shipped bundle as the light install runs it ({metrics.get('mode', '?')}):
 {table}
 
 Angles 1-3 are the AASCE challenge's three values (angle 1 the largest), not regions.
-
+{_repaired(metrics)}
 ## Limits
 - A short CPU schedule, far from the paper's GPU training.
 - Radiographs unlike AASCE's (other views, implants, other scanners and populations) will

@@ -9,7 +9,6 @@ Each run's folder (``out_dir/name/fold-K``) holds its resolved ``config.yaml``, 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import warnings
 from pathlib import Path
@@ -22,10 +21,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import ConcatDataset, DataLoader
 
 from cobbnet.errors import InputError
-from cobbnet.io.aasce import Sample, read_split
+from cobbnet.io.aasce import read_split
 from cobbnet.io.outputs import write_text
-from cobbnet.spine.audit import audit_samples
-from cobbnet.spine.landmarks import canonical_order
+from cobbnet.spine.audit import treat_faulty_labels
 from cobbnet.training import checkpoint
 from cobbnet.training.config import Config, dump_yaml
 from cobbnet.training.data import Augment, SpineDataset, set_dataset_epoch, split_indices
@@ -63,28 +61,6 @@ def build_datasets(cfg: Config) -> tuple[Any, Any]:
         extra = SpineDataset.from_synthetic(d.extra_synthetic, d.synthetic_seed, synth_size, size, augment, cfg.train.seed)
         train = ConcatDataset([train, extra])
     return train, val
-
-
-FAULTY_LABELS: tuple[str, ...] = ("repair", "skip", "keep")
-
-
-def treat_faulty_labels(samples: list[Sample], how: str, log: Any = print) -> list[Sample]:
-    """Training samples with the labels the audit flags repaired, left out or kept (``how``).
-
-    A repair re-orders vertebrae and corners canonically (``landmarks.canonical_order``);
-    each repaired or skipped name is listed through ``log``.
-    """
-    if how not in FAULTY_LABELS:
-        raise InputError(f"data.faulty_labels: {how!r} is not one of {', '.join(FAULTY_LABELS)}")
-    if how == "keep":
-        return samples
-    faulty = {f.name for f in audit_samples(samples) if f.check != "angles-mismatch"}
-    if faulty:
-        log(f"{how} {len(faulty)} faulty training label(s): {', '.join(sorted(faulty))}")
-    if how == "skip":
-        return [s for s in samples if s.name not in faulty]
-    return [dataclasses.replace(s, landmarks=canonical_order(s.landmarks)) if s.name in faulty else s
-            for s in samples]
 
 
 class EpochAugmentation(Callback):
