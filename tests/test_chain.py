@@ -11,6 +11,8 @@ from cobbnet.spine.chain import (
     EDGE_MU,
     INTERPOLATED,
     LEVEL_MARGIN,
+    _backward,
+    _viterbi,
     edge_gain,
     level_doubt,
     pick_chain,
@@ -171,3 +173,26 @@ def test_the_margin_falls_as_c7_gains() -> None:
 def test_no_candidates_means_no_rival() -> None:
     chain = pick_chain(np.zeros((5, 4, 2)), np.zeros(5))
     assert chain.margin == np.inf and level_doubt(chain) is None
+
+
+def test_forward_plus_backward_is_the_best_chain_through_each_candidate() -> None:
+    """The two passes mirror each other: their sum at (level, candidate) equals the forward
+    pass re-run with that candidate held at that level, on random gains and links (negative
+    gains leave levels missing, so the gaps between picks and their costs are exercised)."""
+    rng = np.random.default_rng(0)
+    n, K = 6, 5
+    gain = rng.normal(0.0, 1.0, (n, K))
+    first, last = rng.normal(0.0, 0.5, (n, K)), rng.normal(0.0, 0.5, (n, K))
+    costs = {(a, b): np.abs(rng.normal(0.0, 1.0, (K, K))) for a in range(n) for b in range(a + 1, n)}
+    link = lambda a, b: costs[a, b]  # noqa: E731
+    _, value, best = _viterbi(gain, link, n, first, last)
+    through = best + _backward(gain, link, n, last)
+    assert through.max() == pytest.approx(value)
+    hold = 1e4
+    for lvl in range(n):
+        for k in range(K):
+            held = gain.copy()
+            held[lvl, k] += hold
+            picked, alt, _ = _viterbi(held, link, n, first, last)
+            assert picked[lvl] == k
+            assert through[lvl, k] == pytest.approx(alt - hold, abs=1e-6)

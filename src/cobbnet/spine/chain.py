@@ -36,8 +36,10 @@ stage 1's candidates for those 366 training radiographs (0, 0.5, 1, 2 against th
 constants, 48 settings): all 17 levels right on 306 with 0.5, against 279 without.
 
 How sure the names are. A shifted chain usually wins by little. ``Chain.margin`` is how far
-the best rival that names the chain's first or last vertebra one level up or down (the same
-Viterbi with that candidate held at the other level) lies below the chosen chain, and
+the best rival that names the chain's first or last vertebra one level up or down (the best
+chain with that candidate at the other level: a forward and a backward pass of the same
+dynamic programme, whose sum is the best chain through any candidate at any level) lies below
+the chosen chain, and
 ``level_doubt`` turns a margin under ``LEVEL_MARGIN`` into a warning; the predictor then
 marks the reading uncertain. It cannot say which reading is right, only that a person should
 check T1 and L5.
@@ -46,6 +48,7 @@ check T1 and L5.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -77,7 +80,6 @@ INTERPOLATED = "interpolated"
 # stage 1's chains for the 387 training radiographs (configs/splits/aasce-holdout.txt), a margin
 # under 1 marked 42, 22 of them misnamed (27% of the 81 misnamed, 7% of the 306 named right).
 LEVEL_MARGIN = 1.0
-_HOLD = 1e4  # the gain that holds a candidate at a level while the rest of the chain is re-chosen
 
 
 @dataclass
@@ -108,11 +110,13 @@ def _geometry(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.linalg.norm(d, axis=-1), tilt, d[..., 1] > 0
 
 
-def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, float]:
-    """Levels ``(n,)`` -> candidate or -1, and the chain's value, maximising gains ``(n, K)``
-    (candidate k at level l) minus ``link(level_above, level)`` costs ``(K, K)`` and
-    MISSING_COST per level without a candidate. ``first`` and ``last`` ``(n, K)`` add to the
-    chain's value when candidate k is its first or last pick at a level."""
+def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray
+             ) -> tuple[np.ndarray, float, np.ndarray]:
+    """Levels ``(n,)`` -> candidate or -1, the chain's value and the forward table ``(n, K)``,
+    maximising gains ``(n, K)`` (candidate k at level l) minus ``link(level_above, level)``
+    costs ``(K, K)`` and MISSING_COST per level without a candidate. ``first`` and ``last``
+    ``(n, K)`` add to the chain's value when candidate k is its first or last pick at a level.
+    The forward table holds the best value of the chain down to candidate k at level l."""
     K = gain.shape[1]
     best = np.full((n, K), -np.inf)
     back = np.full((n, K, 2), -1, dtype=np.int64)  # (previous level, previous candidate)
@@ -133,27 +137,39 @@ def _viterbi(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: 
     while lvl >= 0 and i >= 0:
         picked[lvl] = i
         lvl, i = back[lvl, i]
-    return picked, value
+    return picked, value, best
 
 
-def _renamed(gain: np.ndarray, link: callable, n: int, first: np.ndarray, last: np.ndarray,
+def _backward(gain: np.ndarray, link: callable, n: int, last: np.ndarray) -> np.ndarray:
+    """The mirror of ``_viterbi``'s forward table, ``(n, K)``: the best value of the chain
+    below candidate k at level l (its later gains, links, missing levels and ``last``, not
+    k's own gain). Forward plus backward is the best chain that picks k at l."""
+    K = gain.shape[1]
+    rest = np.full((n, K), -np.inf)
+    for lvl in range(n - 1, -1, -1):
+        rest[lvl] = -MISSING_COST * (n - 1 - lvl) + last[lvl]  # k ends the chain: the levels below it missing
+        for g in range(1, min(MAX_GAP, n - 1 - lvl) + 1):
+            cost = link(lvl, lvl + g) + MISSING_COST * (g - 1)  # (K here, K below)
+            total = -cost + (gain[lvl + g] + rest[lvl + g])[None, :]
+            rest[lvl] = np.maximum(rest[lvl], total.max(axis=1))
+    return rest
+
+
+def _renamed(gain: np.ndarray, link: callable, n: int, last: np.ndarray, best: np.ndarray,
              picked: np.ndarray, value: float) -> tuple[float, tuple[str, str]]:
     """How far ``value`` (the chosen chain's) lies above the best chain that names its first
     or its last vertebra one level up or down, and those two level names ``(now, then)``.
-    Each alternative is the Viterbi optimum with that candidate held at the other level."""
+    Each alternative is the best chain with that candidate at the other level: the forward
+    table ``best`` of ``_viterbi`` plus the backward one of ``_backward``."""
     have = np.flatnonzero(picked >= 0)
     margin, renamed = np.inf, ("", "")
     if len(have) < 2:
         return margin, renamed
+    rival = best + _backward(gain, link, n, last)  # (n, K): the best chain with k at l
     for lvl in (have[0], have[-1]):
         for to in (lvl - 1, lvl + 1):
-            if not 0 <= to < n:
-                continue
-            held = gain.copy()
-            held[to, picked[lvl]] += _HOLD
-            _, alt = _viterbi(held, link, n, first, last)
-            if value - (alt - _HOLD) < margin:
-                margin, renamed = value - (alt - _HOLD), (LEVELS[lvl], LEVELS[to])
+            if 0 <= to < n and value - rival[to, picked[lvl]] < margin:
+                margin, renamed = value - rival[to, picked[lvl]], (LEVELS[lvl], LEVELS[to])
     return max(float(margin), 0.0), renamed
 
 
@@ -207,8 +223,8 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
         return base + SPACING_WEIGHT * (np.log(ratio) / WIDTH_SIGMA) ** 2
 
     first, last = edge_terms(centre, width, height, n)
-    link = by_width
-    picked, value = _viterbi(gain, link, n, first, last)
+    link = cache(by_width)  # each link's costs once: the forward and backward passes share them
+    picked, value, best = _viterbi(gain, link, n, first, last)
     have = np.flatnonzero(picked >= 0)
     if len(have) >= 3:  # the chain's own spacing: median of distance / expected share
         steps = [dist[picked[a], picked[b]] / LEVEL_SPACING[a:b].sum() for a, b in zip(have, have[1:], strict=False)]
@@ -219,10 +235,10 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
             ratio = dist / (unit * (cum[lower] - cum[upper]))
             return base + SPACING_WEIGHT * (np.log(ratio) / SPACING_SIGMA) ** 2
 
-        link = by_spacing
-        picked, value = _viterbi(gain, link, n, first, last)
+        link = cache(by_spacing)
+        picked, value, best = _viterbi(gain, link, n, first, last)
     chain = _fill(cand, s, picked, keep)
-    chain.margin, chain.renamed = _renamed(gain, link, n, first, last, picked, value)
+    chain.margin, chain.renamed = _renamed(gain, link, n, last, best, picked, value)
     return chain
 
 
