@@ -97,14 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     samples = read_split(a.root, "training")
     _, val = split_indices([s.name for s in samples], 15, 0, holdout_file=SPLIT)
     val_samples = [samples[i] for i in val]
-    true = repaired_landmarks(val_samples)[0]  # as score() compares them
+    labels = repaired_landmarks(val_samples)
+    true = labels[0]  # as score() compares them
     results, angles, names = {}, {}, {}
     for arm in arms:
         train(arm, a.epochs)
         predictor = Predictor(run_dir(arm) / "last.safetensors", gate=False)
         pred, _, stage1, _ = predict_samples(predictor, val_samples)
-        both, pred_angles, true_angles = score(val_samples, pred)
-        alone, alone_angles, _ = score(val_samples, stage1)
+        both, pred_angles, true_angles = score(val_samples, pred, labels)
+        alone, alone_angles, _ = score(val_samples, stage1, labels)
         angles[arm] = (pred_angles, alone_angles)
         names[arm] = levels_right(np.nan_to_num(pred, nan=-1e9), true)  # a radiograph not read: wrong
         seconds = run_dir(arm) / "train-seconds.txt"

@@ -134,11 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     pred, _, stage1, _ = predict_samples(predictor, val_samples)
     seconds = (time.perf_counter() - start) / len(val_samples)
-    both, alone = score(val_samples, pred)[0], score(val_samples, stage1)[0]
+    labels = repaired_landmarks(val_samples)
+    both, alone = score(val_samples, pred, labels)[0], score(val_samples, stage1, labels)[0]
     for m in (both, alone):
         m.update(model=predictor.model, mode=predictor.mode, split=SPLIT)
     both["seconds_per_radiograph"] = seconds
-    true = repaired_landmarks(val_samples)[0]  # as score() compares them
+    true = labels[0]  # as score() compares them
     write_json(a.out / "metrics.json", both)
     write_json(a.out / "stage1" / "metrics.json", alone)
     ok = np.isfinite(stage1).all(axis=(1, 2, 3))

@@ -59,16 +59,18 @@ def predict_samples(predictor: Predictor, samples: Sequence[Sample], batch_size:
 AS_LABELLED = ("landmark_error_px", "landmark_error_matched_px", "levels_right_pct")  # also scored against the raw labels
 
 
-def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def score(samples: Sequence[Sample], pred_landmarks: np.ndarray,
+          labels: tuple[np.ndarray, list[str]] | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Metrics, predicted angles ``(N, 3)`` and true angles ``(N, 3)`` for a set of predictions.
 
     Radiographs the predictor rejected (NaN landmarks) are counted in ``n_rejected`` and left
     out of every other figure; their predicted angles are NaN. Landmarks are compared with
     the repaired labels (``repaired_landmarks``); ``labels_repaired`` lists them, and each key
     of ``AS_LABELLED`` is also given against the labels as written (``<key>_as_labelled``).
+    ``labels`` is ``repaired_landmarks(samples)`` where the caller has it already.
     """
     heights = np.array([s.height for s in samples], dtype=np.float64)
-    true_lm, repaired = repaired_landmarks(samples)
+    true_lm, repaired = repaired_landmarks(samples) if labels is None else labels
     true_angles = np.stack([s.angles if s.angles is not None else cobb_angles_batch(true_lm[i:i + 1], [s.height])[0][0]
                             for i, s in enumerate(samples)])
     ok = np.isfinite(pred_landmarks).all(axis=(1, 2, 3))
@@ -78,8 +80,10 @@ def score(samples: Sequence[Sample], pred_landmarks: np.ndarray) -> tuple[dict[s
     pred_angles[ok] = cobb_angles_batch(pred_landmarks[ok], heights[ok])[0]
     metrics = summarize(pred_angles[ok], true_angles[ok], pred_landmarks[ok], true_lm[ok])
     metrics["n_rejected"] = int((~ok).sum())
-    raw = np.stack([s.landmarks for s in samples])
-    as_labelled = summarize(pred_angles[ok], true_angles[ok], pred_landmarks[ok], raw[ok]) if repaired else metrics
+    as_labelled = metrics
+    if repaired:
+        raw = np.stack([s.landmarks for s in samples])
+        as_labelled = summarize(pred_angles[ok], true_angles[ok], pred_landmarks[ok], raw[ok])
     metrics.update({f"{k}_as_labelled": as_labelled[k] for k in AS_LABELLED})
     metrics["labels_repaired"] = repaired
     return metrics, pred_angles, true_angles
@@ -139,8 +143,9 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     out = Path(out)
     predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior)
     pred_lm, _, stage1_lm, margins = predict_samples(predictor, samples, batch_size, on_batch)
-    metrics, pred_angles, true_angles = score(samples, pred_lm)
-    true_lm = repaired_landmarks(samples)[0]
+    labels = repaired_landmarks(samples)
+    true_lm = labels[0]
+    metrics, pred_angles, true_angles = score(samples, pred_lm, labels)
     metrics.update(level_doubts(pred_lm, true_lm, margins))
     metrics["fps"] = predictor.network_images / max(predictor.network_seconds, 1e-9)
     metrics["mode"] = predictor.mode
@@ -148,7 +153,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     metrics["stage2"] = predictor.refines
     metrics["edge_prior"] = predictor.edge_prior
     if predictor.refines:
-        write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm)[0], "model": predictor.model,
+        write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm, labels)[0], "model": predictor.model,
                                                      "stage2": False})
     write_text(out / "per_image.csv", per_image_csv(samples, pred_angles, true_angles, pred_lm, margins, true_lm))
     level_errors = landmark_error_by_level(pred_lm, true_lm)

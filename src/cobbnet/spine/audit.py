@@ -232,15 +232,9 @@ def treat_faulty_labels(samples: list[Sample], how: str, log: Callable[[str], ob
 
 
 def repaired_landmarks(samples: Sequence[Sample]) -> tuple[np.ndarray, list[str]]:
-    """The labels to score against, ``(N, 17, 4, 2)``: each flagged label in canonical order,
-    the rest as read; and the names of the flagged labels that the re-ordering changed."""
-    faulty = faulty_names(samples)
+    """The labels to score against, ``(N, 17, 4, 2)``: as ``treat_faulty_labels`` repairs them
+    for training; and the names of the labels that the repair changed."""
     raw = np.stack([s.landmarks for s in samples]).astype(np.float64)
-    fixed = raw.copy()
-    changed = []
-    for i, s in enumerate(samples):
-        if s.name in faulty:
-            fixed[i] = canonical_order(raw[i])
-            if not np.array_equal(fixed[i], raw[i]):
-                changed.append(s.name)
-    return fixed, changed
+    fixed = np.stack([s.landmarks for s in treat_faulty_labels(list(samples), "repair", log=lambda _: None)])
+    changed = [s.name for s, a, b in zip(samples, raw, fixed, strict=True) if not np.array_equal(a, b)]
+    return fixed.astype(np.float64), changed
