@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cobbnet.infer.bundle import sha256
 from cobbnet.infer.evaluate import predict_samples, score
 from cobbnet.infer.predict import Predictor
 from cobbnet.io.aasce import read_split
@@ -71,19 +72,28 @@ def table(both: dict, alone: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def speed(n: int, repeats: int = 5) -> dict[str, float]:
+def speed(n: int, repeats: int = 5, reference: Path | None = None) -> dict[str, float]:
     """Seconds per radiograph end to end (read a 2000 x 800 JPEG, both stages, angles) of the
     bundled model with stage 2 and without: the median of ``repeats`` warm rounds over ``n``
-    synthetic files, the two alternating so that both see the same machine load. ``ratio`` is
+    synthetic files, all alternating so that each sees the same machine load. ``ratio`` is
     the median over rounds of each round's own ratio, ``ratio_range`` its smallest and largest:
-    the load of a shared machine moves the seconds more than it moves a round's ratio."""
+    the load of a shared machine moves the seconds more than it moves a round's ratio.
+
+    ``reference``: the stage-1 ONNX graph of an earlier bundle, read alone the same way (its
+    input size from the graph); ``ratio_to_reference`` is then end to end against it, the
+    yardstick when the bundled stage 1 itself changed."""
     import tempfile
 
     import cv2
 
+    from cobbnet.infer.onnx import OnnxModel
     from cobbnet.io.synthetic import make_radiograph
 
     preds = {"stage1": Predictor(refine=False), "stage1+2": Predictor()}
+    if reference is not None:
+        preds["reference"] = Predictor(refine=False)
+        preds["reference"].stage1 = OnnxModel(reference)
+        preds["reference"].input_size = tuple(int(v) for v in preds["reference"].stage1.input_shape[-2:])
     times: dict[str, list[float]] = {k: [] for k in preds}
     with tempfile.TemporaryDirectory() as tmp:
         files = []
@@ -103,6 +113,12 @@ def speed(n: int, repeats: int = 5) -> dict[str, float]:
     ratios = np.array(times["stage1+2"]) / np.array(times["stage1"])
     out["ratio"] = float(np.median(ratios))
     out["ratio_range"] = [float(ratios.min()), float(ratios.max())]
+    if reference is not None:
+        ratios = np.array(times["stage1+2"]) / np.array(times["reference"])
+        out["ratio_to_reference"] = float(np.median(ratios))
+        out["ratio_to_reference_range"] = [float(ratios.min()), float(ratios.max())]
+        out["reference"] = {"onnx": str(reference), "sha256": sha256(reference),
+                            "input_size": list(preds["reference"].input_size)}
     return out
 
 
@@ -118,9 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--speed", type=int, default=0, metavar="N",
                    help="instead: time the bundled model end to end on N synthetic radiographs")
     p.add_argument("--rounds", type=int, default=15, help="timed rounds with --speed")
+    p.add_argument("--reference", type=Path, default=None, metavar="ONNX",
+                   help="with --speed: also time this stage-1 graph alone (an earlier bundle's) as the yardstick")
     a = p.parse_args(argv)
     if a.speed:
-        result = {**speed(a.speed, a.rounds), "radiographs": a.speed, "rounds": a.rounds, "cpus": os.cpu_count(),
+        result = {**speed(a.speed, a.rounds, a.reference), "radiographs": a.speed, "rounds": a.rounds, "cpus": os.cpu_count(),
                   "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv])}
         write_json(a.out / "speed.json", result)
         print(json.dumps(result, indent=1))
