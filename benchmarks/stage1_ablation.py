@@ -31,7 +31,7 @@ from cobbnet.io.aasce import read_split
 from cobbnet.io.outputs import write_json, write_text
 from cobbnet.io.splits import split_indices
 from cobbnet.spine.audit import repaired_landmarks
-from cobbnet.spine.metrics import levels_right, smape
+from cobbnet.spine.metrics import levels_right, smape_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 AASCE = ROOT.parent / "shared" / "boostnet_labeldata"
@@ -75,17 +75,6 @@ def train(arm: str, epochs: int) -> None:
     seconds_file.write_text(f"{before + time.perf_counter() - start:.0f}\n")
 
 
-def paired(a: np.ndarray, b: np.ndarray, ta: np.ndarray, n_boot: int = 2000) -> tuple[float, float, float]:
-    """SMAPE(b) - SMAPE(a) on the same radiographs ``(N, 3)`` (those both read), with a paired
-    bootstrap 95% interval."""
-    ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
-    a, b, ta = a[ok], b[ok], ta[ok]
-    rng = np.random.default_rng(0)
-    diffs = [smape(b[i], ta[i]) - smape(a[i], ta[i]) for i in rng.integers(0, len(ta), (n_boot, len(ta)))]
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return smape(b, ta) - smape(a, ta), float(lo), float(hi)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=4)
@@ -117,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         ref = REFERENCE.get(arm, "base")
         results[arm]["reference"] = ref
         for k, key in enumerate(("stage1+2", "stage1")):
-            d, lo, hi = paired(angles[ref][k], angles[arm][k], true_angles)
+            d, lo, hi = smape_difference(angles[ref][k], angles[arm][k], true_angles)
             results[arm][key]["smape_minus_reference"] = [d, lo, hi]
         results[arm]["levels_right_vs_reference"] = [int(names[ref].sum()), int(names[arm].sum())]
     meta = {"epochs": a.epochs, "config": CONFIG, "split": SPLIT, "radiographs": len(val_samples),

@@ -184,3 +184,21 @@ def test_level_shift_tells_whole_shifts_from_partial_ones():
     out = metrics.summarize(np.full((4, 3), 10.0), np.full((4, 3), 10.0), pred, np.stack([true] * 4))
     assert [out[k] for k in ("levels_right_pct", "levels_shifted_down_pct", "levels_shifted_up_pct",
                              "levels_partly_wrong_pct")] == [25.0, 25.0, 25.0, 25.0]
+
+
+def test_smape_difference_is_paired_and_leaves_out_unread_radiographs():
+    better = PRED.copy()
+    better[0] = [11.0, 19.0, 30.0]  # image 0: errors 1, 1, 0 over 120 instead of 2, 2, 0
+    d, lo, hi = metrics.smape_difference(PRED, better, TRUE)
+    assert d == pytest.approx(metrics.smape(better, TRUE) - metrics.smape(PRED, TRUE))
+    assert d == pytest.approx(100.0 * (2 / 120 - 4 / 120) / 3)
+    assert lo <= d <= hi <= 0.0  # paired: B is never worse on any radiograph, so no resample is
+    same = metrics.smape_difference(PRED, PRED, TRUE)
+    assert same == (0.0, 0.0, 0.0)
+    unread = better.copy()
+    unread[2] = np.nan
+    d2, _, _ = metrics.smape_difference(PRED, unread, TRUE)
+    keep = [0, 1]
+    assert d2 == pytest.approx(metrics.smape(better[keep], TRUE[keep]) - metrics.smape(PRED[keep], TRUE[keep]))
+    with pytest.raises(ValueError, match="no radiograph"):
+        metrics.smape_difference(np.full_like(PRED, np.nan), PRED, TRUE)

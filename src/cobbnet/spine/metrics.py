@@ -131,6 +131,27 @@ def smape_interval(pred: np.ndarray, true: np.ndarray, n_boot: int = 2000, seed:
     return float(lo), float(hi)
 
 
+def smape_difference(pred_a: np.ndarray, pred_b: np.ndarray, true: np.ndarray, n_boot: int = 2000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """``smape(pred_b) - smape(pred_a)`` on the same radiographs, with a paired bootstrap
+    interval: each resample draws N radiographs and scores both models on those same ones, so
+    what both get wrong cancels. Radiographs either model left unread (a non-finite angle) are
+    left out of both. ``pred_a``, ``pred_b``, ``true``: ``(N, 3)`` degrees.
+    Returns ``(difference, low, high)`` in SMAPE points; negative means B is better."""
+    a, t = _angles(pred_a, true)
+    b, _ = _angles(pred_b, true)
+    ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    if not ok.any():
+        raise ValueError("angles: no radiograph read by both models")
+    a, b, t = a[ok], b[ok], t[ok]
+    diff = (_safe_ratio(np.abs(b - t).sum(axis=1), (b + t).sum(axis=1))
+            - _safe_ratio(np.abs(a - t).sum(axis=1), (a + t).sum(axis=1)))  # (N,)
+    idx = np.random.default_rng(seed).integers(0, len(diff), (n_boot, len(diff)))
+    boot = 100.0 * diff[idx].mean(axis=1)
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return float(diff.mean() * 100.0), float(lo), float(hi)
+
+
 def nearest_true(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """For each predicted vertebra, the index of the true vertebra with the nearest centre: ``(N, 17)``."""
     lp, lt = _landmarks(pred, true)
