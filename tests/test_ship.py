@@ -75,3 +75,18 @@ def test_ship_refuses_without_evaluation_and_over_the_size_limit(trained, tmp_pa
     with pytest.raises(InputError, match="over 0 MB"):
         ship.ship(s1, s2, evaluation, tmp_path / "w")
     assert not (tmp_path / "w" / bundle.BUNDLE).exists()
+
+
+def test_ship_names_the_runs_of_an_averaged_stage1(trained, tmp_path: Path) -> None:
+    s1, s2, evaluation = trained
+    net, cfg = checkpoint.load(s1)
+    out = tmp_path / "weights"
+    cfg.train.init, cfg.train.epochs = str(out / "stage1.safetensors"), 8  # fine-tuned from the bundle it replaces
+    records = [{"weights": f"r{k}.safetensors", "name": f"run{k}", "seed": k, "sha256": "0" * 64} for k in (0, 1, 2)]
+    soup = checkpoint.save(tmp_path / "soup", net, cfg, {"soup": records})
+    ship.ship(soup, s2, evaluation, out)
+    assert checkpoint.read_meta(out / "stage1.safetensors")["metrics"]["soup"] == records
+    card = (out / bundle.CARD).read_text()
+    assert "the average of the weights of 3 runs (seeds 0, 1, 2" in card
+    assert "8 epochs from the weights of an earlier run (the stage 1 bundled before this one" in card
+    assert str(out) not in card

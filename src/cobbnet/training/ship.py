@@ -58,12 +58,17 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     metrics, stage1_metrics = _metrics(Path(evaluation))
     net1, cfg = checkpoint.load(stage1)
     net1 = _half(net1)
+    soup = checkpoint.read_meta(stage1).get("metrics", {}).get("soup") or []  # training.soup's runs
+    init = cfg.train.init
+    if init and Path(init).resolve() == (folder / STAGE_FILES["stage1"]["weights"]).resolve():
+        init = "the stage 1 bundled before this one, its fp16 weights"  # the file this call replaces
     cfg.data.holdout_file = split  # the validation radiographs, by name, for evaluate --fold-only
     net2, meta2 = refine.load(stage2)
     net2 = _half(net2)
     size = tuple(int(s) for s in cfg.model.input_size)
 
-    checkpoint.save(folder / "stage1", net1, cfg, {"validation": stage1_metrics}, dtype=torch.float16)
+    checkpoint.save(folder / "stage1", net1, cfg, {"validation": stage1_metrics, **({"soup": soup} if soup else {})},
+                    dtype=torch.float16)
     refine.save(folder / "stage2", net2, refine.RefineRun(net2.cfg, refine.RefineTrain(**meta2["config"]["train"])),
                 meta2.get("metrics", {}), dtype=torch.float16)
     g1, g2 = io.BytesIO(), io.BytesIO()
@@ -82,7 +87,9 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
               **STAGE_FILES, "sha256": {f: sha256(folder / f) for f in files}, "bytes": total,
               "validation": {"stage1+2": metrics, "stage1": stage1_metrics}}
     write_json(folder / BUNDLE, bundle)
-    write_text(folder / CARD, model_card(name, cfg.to_dict(), meta2["config"], metrics, stage1_metrics, total, notes))
+    cfg1 = cfg.to_dict()
+    cfg1["train"]["init"] = init
+    write_text(folder / CARD, model_card(name, cfg1, meta2["config"], metrics, stage1_metrics, total, notes, soup))
     for old in ("cobbnet.safetensors", "cobbnet.json"):  # the one-stage bundle of earlier versions
         if (folder / old).is_file():
             (folder / old).unlink()
@@ -98,12 +105,17 @@ def _row(label: str, key: str, *ms: dict[str, Any]) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def _start(t: dict[str, Any]) -> str:
-    """How the last stage-1 run began: from scratch, or from an earlier run's weights."""
+def _start(t: dict[str, Any], soup: list[dict]) -> str:
+    """How the last stage-1 run began: from scratch, or from an earlier run's weights; and
+    whether the weights are one run's or the average of several (``training.soup``)."""
+    runs = ""
+    if soup:
+        seeds = ", ".join(str(r.get("seed")) for r in soup)
+        runs = f"the average of the weights of {len(soup)} runs (seeds {seeds}; `cobbnet.training.soup`), each "
     if t.get("init"):
-        return (f"{t['epochs']} epochs from the weights of an earlier run ({t['init']}; the phases and"
+        return (f"{runs}{t['epochs']} epochs from the weights of an earlier run ({t['init']}; the phases and"
                 " their configs are in docs/two-stage.md), the first phase from scratch (no ImageNet weights)")
-    return f"{t['epochs']} epochs from scratch (no ImageNet weights)"
+    return f"{runs}{t['epochs']} epochs from scratch (no ImageNet weights)"
 
 
 def _norm(m: dict[str, Any]) -> str:
@@ -122,7 +134,7 @@ def _repaired(metrics: dict[str, Any]) -> str:
 
 
 def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
-               stage1_metrics: dict[str, Any], size: int, notes: str = "") -> str:
+               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None) -> str:
     m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
     t2, m2 = cfg2["train"], cfg2["model"]
     rows = [("SMAPE (%), 95% bootstrap interval", "smape"),
@@ -168,7 +180,7 @@ The AASCE images are under a research licence and are not distributed here; the 
 derived from them, so use them for research under the same terms.
 
 ## Training
-- Stage 1: {_start(t)}, batch {t['batch_size']},
+- Stage 1: {_start(t, soup or [])}, batch {t['batch_size']},
   Adam lr {t['lr']}, {t['warmup_steps']} warm-up steps, {t['lr_schedule']} schedule, weight
   EMA {t.get('ema', 0)}, heatmap focal loss from logits: {loss.get('focal_logits')}, input
   normalised by {_norm(m)}, {d.get('extra_synthetic', 0)} synthetic radiographs added to the
