@@ -173,6 +173,19 @@ def test_evaluate_cli_writes_metrics_table_and_plots(tiny_run, images, tmp_path)
     assert {p.name for p in out.glob("*.png")} == {"pred_vs_true.png", "bland_altman.png", "error_by_level.png"}
 
 
+def test_evaluate_reads_in_fp32_even_where_auto_would_pick_bf16(tiny_run, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("COBBNET_ASSUME_BF16", "1")  # a CPU with native bf16: auto means bf16 autocast
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", "--data", str(images), "--checkpoint", tiny_run["best"],
+                                 "--out", str(out), "--no-gate"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["mode"] == "cpu fp32 onnxruntime"
+    result = runner.invoke(app, ["evaluate", "--data", str(images), "--checkpoint", tiny_run["best"],
+                                 "--out", str(tmp_path / "auto"), "--no-gate", "--precision", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "bf16" in json.loads((tmp_path / "auto" / "metrics.json").read_text())["mode"]
+
+
 def test_missing_checkpoint_is_a_one_line_error(images, tmp_path):
     result = runner.invoke(app, ["predict", str(images), "--checkpoint", str(tmp_path / "none.safetensors")])
     assert result.exit_code == 2

@@ -243,7 +243,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split name.")] = "training",
     run: Annotated[Path | None, typer.Option(help="A cross-validation run folder: evaluate each fold-K/best on its own validation fold.")] = None,
     fold_only: Annotated[bool, typer.Option(help="Evaluate CHECKPOINT only on the validation fold it was trained without.")] = False,
-    precision: Annotated[str, typer.Option(help="auto (fastest exact enough), fp32, bf16 or fp16.")] = "auto",
+    precision: Annotated[str | None, typer.Option(help="fp32, auto (fastest exact enough), bf16 or fp16; default: evaluate.PRECISION (fp32, the same figures on every machine).")] = None,
     batch_size: Annotated[int, typer.Option(help="Radiographs per network call.")] = 4,
     no_gate: Annotated[bool, typer.Option("--no-gate", help="Score every radiograph, also those the input gate would reject.")] = False,
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
@@ -256,6 +256,7 @@ def evaluate(
     from cobbnet.infer import evaluate as ev
     from cobbnet.io.aasce import read_split
 
+    precision = precision or ev.PRECISION
     if run is not None:
         result = ev.evaluate_folds(run, data, split, out, precision, batch_size)
         console.print(_metrics_table({k: v["mean"] for k, v in result["summary"].items()}, "Mean over folds"))
