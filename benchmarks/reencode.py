@@ -1,5 +1,6 @@
-"""Do the level names survive re-encoding? A model on the held-out radiographs, each read as
-it is and re-encoded, measured by how far the 17 level centres move.
+"""Do the level names survive re-encoding? How far the 17 level centres move, per radiograph.
+
+A model reads each held-out radiograph as it is and re-encoded.
 
     python benchmarks/reencode.py [--checkpoint C ...] [--root ../shared/boostnet_labeldata] [--out FILE.json]
 

@@ -1,5 +1,6 @@
-"""Average the weights of stage-1 runs fine-tuned from one starting point (a uniform model
-soup, Wortsman et al. 2022): one network, read at the cost of one.
+"""Average the weights of stage-1 runs fine-tuned from one starting point into one network.
+
+A uniform model soup (Wortsman et al. 2022): one network, read at the cost of one.
 
     python -m cobbnet.training.soup OUT.safetensors RUN_A.safetensors RUN_B.safetensors [...]
 
