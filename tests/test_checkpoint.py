@@ -121,7 +121,8 @@ def test_yaml_lists_and_json_numbers_still_fit():
 
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-STAGE1_CONFIGS = [p for p in CONFIGS if p.stem != "stage2"]  # stage2.yaml is training.refine's
+STAGE2_CONFIGS = [p for p in CONFIGS if p.stem.startswith("stage2")]  # training.refine's
+STAGE1_CONFIGS = [p for p in CONFIGS if p not in STAGE2_CONFIGS]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -129,7 +130,14 @@ def test_every_shipped_config_loads(path: Path) -> None:
     if path not in STAGE1_CONFIGS:
         from cobbnet.training.refine import load_run_config
 
-        assert load_run_config(str(path), []).train.epochs >= 1
+        t = load_run_config(str(path), []).train
+        assert t.epochs >= 1
+        if t.init:  # a later stage-2 run starts from a run that a stage-2 config names (its
+            # train.name, or the train.name= of the command its comments give)
+            run = Path(t.init).parts[1]
+            assert Path(t.init).parts[0] == "runs", t.init
+            assert any(f"name: {run}\n" in p.read_text() or f"train.name={run} " in p.read_text()
+                       for p in STAGE2_CONFIGS), t.init
         return
     cfg = load_config(path, [])
     assert cfg.train.epochs >= 1 and cfg.train.name

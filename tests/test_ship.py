@@ -90,3 +90,21 @@ def test_ship_names_the_runs_of_an_averaged_stage1(trained, tmp_path: Path) -> N
     assert "the average of the weights of 3 runs (seeds 0, 1, 2" in card
     assert "8 epochs from the weights of an earlier run (the stage 1 bundled before this one" in card
     assert str(out) not in card
+
+
+def test_ship_says_where_a_fine_tuned_stage2_began(trained, tmp_path: Path) -> None:
+    s1, s2, evaluation = trained
+    net2, meta = refine.load(s2)
+    out = tmp_path / "weights"
+    run = refine.RefineRun(net2.cfg, refine.RefineTrain(**{**meta["config"]["train"], "epochs": 16,
+                                                          "init": str(out / "stage2.safetensors")}))
+    tuned = tmp_path / "tuned" / "best"
+    refine.save(tuned, net2, run, {})
+    ship.ship(s1, tuned.with_suffix(".safetensors"), evaluation, out)
+    card = (out / bundle.CARD).read_text()
+    assert "Stage 2: from the weights of an earlier run (the stage 2 bundled before this one" in card
+    assert "16 epochs on patches" in card
+    assert str(out) not in card
+    # a stage 2 trained from scratch says nothing of a start
+    ship.ship(s1, s2, evaluation, tmp_path / "weights2")
+    assert "Stage 2: from" not in (tmp_path / "weights2" / bundle.CARD).read_text()

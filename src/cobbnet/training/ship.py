@@ -89,7 +89,8 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     write_json(folder / BUNDLE, bundle)
     cfg1 = cfg.to_dict()
     cfg1["train"]["init"] = init
-    write_text(folder / CARD, model_card(name, cfg1, meta2["config"], metrics, stage1_metrics, total, notes, soup))
+    write_text(folder / CARD, model_card(name, cfg1, meta2["config"], metrics, stage1_metrics, total, notes, soup,
+                                             folder / STAGE_FILES["stage2"]["weights"]))
     for old in ("cobbnet.safetensors", "cobbnet.json"):  # the one-stage bundle of earlier versions
         if (folder / old).is_file():
             (folder / old).unlink()
@@ -118,6 +119,16 @@ def _start(t: dict[str, Any], soup: list[dict]) -> str:
     return f"{runs}{t['epochs']} epochs from scratch (no ImageNet weights)"
 
 
+def _start2(t2: dict[str, Any], replaced: Path | None) -> str:
+    """Where the stage-2 run began, when it began from an earlier run's weights."""
+    if not t2.get("init"):
+        return ""
+    init = t2["init"]
+    if replaced is not None and Path(init).resolve() == replaced.resolve():
+        init = "the stage 2 bundled before this one, its fp16 weights"
+    return f"from the weights of an earlier run ({init}), "
+
+
 def _norm(m: dict[str, Any]) -> str:
     if m.get("input_norm") == "image":
         return "each radiograph's own mean and std"
@@ -134,7 +145,8 @@ def _repaired(metrics: dict[str, Any]) -> str:
 
 
 def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
-               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None) -> str:
+               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None,
+               folder_weights: Path | None = None) -> str:
     m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
     t2, m2 = cfg2["train"], cfg2["model"]
     rows = [("SMAPE (%), 95% bootstrap interval", "smape"),
@@ -185,7 +197,7 @@ derived from them, so use them for research under the same terms.
   EMA {t.get('ema', 0)}, heatmap focal loss from logits: {loss.get('focal_logits')}, input
   normalised by {_norm(m)}, {d.get('extra_synthetic', 0)} synthetic radiographs added to the
   training patients.
-- Stage 2: {t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
+- Stage 2: {_start2(t2, folder_weights)}{t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
   {t2['jitter_centre']} widths, {t2['jitter_angle']} degrees and {t2['jitter_scale']} log-scale,
   batch {t2['batch_size']}, AdamW lr {t2['lr']}.
 
