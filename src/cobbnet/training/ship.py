@@ -59,9 +59,7 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     net1, cfg = checkpoint.load(stage1)
     net1 = _half(net1)
     soup = checkpoint.read_meta(stage1).get("metrics", {}).get("soup") or []  # training.soup's runs
-    init = cfg.train.init
-    if init and Path(init).resolve() == (folder / STAGE_FILES["stage1"]["weights"]).resolve():
-        init = "the stage 1 bundled before this one, its fp16 weights"  # the file this call replaces
+    init = _named_init(cfg.train.init, folder / STAGE_FILES["stage1"]["weights"], "stage 1")
     cfg.data.holdout_file = split  # the validation radiographs, by name, for evaluate --fold-only
     net2, meta2 = refine.load(stage2)
     net2 = _half(net2)
@@ -89,8 +87,10 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     write_json(folder / BUNDLE, bundle)
     cfg1 = cfg.to_dict()
     cfg1["train"]["init"] = init
-    write_text(folder / CARD, model_card(name, cfg1, meta2["config"], metrics, stage1_metrics, total, notes, soup,
-                                             folder / STAGE_FILES["stage2"]["weights"]))
+    t2 = meta2["config"]["train"]
+    init2 = _named_init(t2.get("init"), folder / STAGE_FILES["stage2"]["weights"], "stage 2")
+    cfg2 = {**meta2["config"], "train": {**t2, "init": init2}}
+    write_text(folder / CARD, model_card(name, cfg1, cfg2, metrics, stage1_metrics, total, notes, soup))
     for old in ("cobbnet.safetensors", "cobbnet.json"):  # the one-stage bundle of earlier versions
         if (folder / old).is_file():
             (folder / old).unlink()
@@ -119,14 +119,17 @@ def _start(t: dict[str, Any], soup: list[dict]) -> str:
     return f"{runs}{t['epochs']} epochs from scratch (no ImageNet weights)"
 
 
-def _start2(t2: dict[str, Any], replaced: Path | None) -> str:
+def _named_init(init: str | None, replaced: Path, stage: str) -> str | None:
+    """A run's ``train.init`` as the card names it: the bundled file this call replaces is
+    named as such, not by its path."""
+    if init and Path(init).resolve() == replaced.resolve():
+        return f"the {stage} bundled before this one, its fp16 weights"
+    return init
+
+
+def _start2(t2: dict[str, Any]) -> str:
     """Where the stage-2 run began, when it began from an earlier run's weights."""
-    if not t2.get("init"):
-        return ""
-    init = t2["init"]
-    if replaced is not None and Path(init).resolve() == replaced.resolve():
-        init = "the stage 2 bundled before this one, its fp16 weights"
-    return f"from the weights of an earlier run ({init}), "
+    return f"from the weights of an earlier run ({t2['init']}), " if t2.get("init") else ""
 
 
 def _norm(m: dict[str, Any]) -> str:
@@ -145,8 +148,7 @@ def _repaired(metrics: dict[str, Any]) -> str:
 
 
 def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
-               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None,
-               folder_weights: Path | None = None) -> str:
+               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None) -> str:
     m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
     t2, m2 = cfg2["train"], cfg2["model"]
     rows = [("SMAPE (%), 95% bootstrap interval", "smape"),
@@ -197,7 +199,7 @@ derived from them, so use them for research under the same terms.
   EMA {t.get('ema', 0)}, heatmap focal loss from logits: {loss.get('focal_logits')}, input
   normalised by {_norm(m)}, {d.get('extra_synthetic', 0)} synthetic radiographs added to the
   training patients.
-- Stage 2: {_start2(t2, folder_weights)}{t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
+- Stage 2: {_start2(t2)}{t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
   {t2['jitter_centre']} widths, {t2['jitter_angle']} degrees and {t2['jitter_scale']} log-scale,
   batch {t2['batch_size']}, AdamW lr {t2['lr']}.
 
