@@ -212,7 +212,9 @@ def _ranges(rows: list[dict]) -> dict:
 
 
 def _kind(warning: str) -> str:
-    """A warning without its particulars: 'low mean detection score 0.41 (...)' -> 'low mean detection score'."""
+    """A warning without its particulars: 'low mean detection score 0.41 (...)' -> 'low mean detection score',
+    'T1, T2 interpolated between neighbours, ...' -> 'interpolated between neighbours, not detected'."""
+    warning = re.sub(r"^(?:[CTLS]\d+,?\s*)+", "", warning)  # the levels a warning starts with
     return re.split(r"[\d(:]| at ", warning, maxsplit=1)[0].strip()
 
 

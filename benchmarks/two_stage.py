@@ -24,7 +24,7 @@ import numpy as np
 
 from cobbnet.infer.bundle import sha256
 from cobbnet.infer.evaluate import predict_samples, score
-from cobbnet.infer.predict import Predictor
+from cobbnet.infer.predict import VIEWS_DEFAULT, Predictor
 from cobbnet.io.aasce import read_split
 from cobbnet.io.outputs import write_json, write_text
 from cobbnet.io.splits import split_indices
@@ -72,16 +72,19 @@ def table(both: dict, alone: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def speed(n: int, repeats: int = 5, reference: Path | None = None) -> dict[str, float]:
+def speed(n: int, repeats: int = 5, reference: Path | None = None, stage2: Path | None = None,
+          views: int | None = None) -> dict[str, float]:
     """Seconds per radiograph end to end (read a 2000 x 800 JPEG, both stages, angles) of the
-    bundled model with stage 2 and without: the median of ``repeats`` warm rounds over ``n``
+    bundled model with stage 2 (its default views, and one view: ``_1view``) and without: the median of ``repeats`` warm rounds over ``n``
     synthetic files, all alternating so that each sees the same machine load. ``ratio`` is
     the median over rounds of each round's own ratio, ``ratio_range`` its smallest and largest:
     the load of a shared machine moves the seconds more than it moves a round's ratio.
 
     ``reference``: the stage-1 ONNX graph of an earlier bundle, read alone the same way (its
     input size from the graph); ``ratio_to_reference`` is then end to end against it, the
-    yardstick when the bundled stage 1 itself changed."""
+    yardstick when the bundled stage 1 itself changed. ``stage2``: a stage-2 checkpoint to time
+    in place of the bundled one (exported to ONNX in memory, fp32), before shipping it;
+    ``views`` its test-time views (None: the predictor's default)."""
     import tempfile
 
     import cv2
@@ -89,7 +92,8 @@ def speed(n: int, repeats: int = 5, reference: Path | None = None) -> dict[str, 
     from cobbnet.infer.onnx import OnnxModel
     from cobbnet.io.synthetic import make_radiograph
 
-    preds = {"stage1": Predictor(refine=False), "stage1+2": Predictor()}
+    preds = {"stage1": Predictor(refine=False), "stage1+2": Predictor(refine=stage2, **({} if views is None else {"views": views})),
+             "stage1+2_1view": Predictor(refine=stage2, views=1)}
     if reference is not None:
         preds["reference"] = Predictor(refine=False)
         preds["reference"].stage1 = OnnxModel(reference)
@@ -114,9 +118,10 @@ def speed(n: int, repeats: int = 5, reference: Path | None = None) -> dict[str, 
     out["ratio"] = float(np.median(ratios))
     out["ratio_range"] = [float(ratios.min()), float(ratios.max())]
     if reference is not None:
-        ratios = np.array(times["stage1+2"]) / np.array(times["reference"])
-        out["ratio_to_reference"] = float(np.median(ratios))
-        out["ratio_to_reference_range"] = [float(ratios.min()), float(ratios.max())]
+        for key, suffix in (("stage1+2", ""), ("stage1+2_1view", "_1view")):
+            ratios = np.array(times[key]) / np.array(times["reference"])
+            out[f"ratio_to_reference{suffix}"] = float(np.median(ratios))
+            out[f"ratio_to_reference{suffix}_range"] = [float(ratios.min()), float(ratios.max())]
         out["reference"] = {"onnx": str(reference), "sha256": sha256(reference),
                             "input_size": list(preds["reference"].input_size)}
     return out
@@ -130,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/two-stage"))
     p.add_argument("--limit", type=int, default=None, help="only the first N validation radiographs")
     p.add_argument("--iterations", type=int, default=None, help="stage-2 passes (default: the predictor's)")
+    p.add_argument("--views", type=int, default=None, help="stage-2 views of each vertebra (default: the predictor's)")
     p.add_argument("--no-gate", action="store_true", help="score every radiograph, also those the gate rejects")
     p.add_argument("--speed", type=int, default=0, metavar="N",
                    help="instead: time the bundled model end to end on N synthetic radiographs")
@@ -138,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="with --speed: also time this stage-1 graph alone (an earlier bundle's) as the yardstick")
     a = p.parse_args(argv)
     if a.speed:
-        result = {**speed(a.speed, a.rounds, a.reference), "radiographs": a.speed, "rounds": a.rounds, "cpus": os.cpu_count(),
+        result = {**speed(a.speed, a.rounds, a.reference, a.stage2, a.views),
+                  "stage2": str(a.stage2) if a.stage2 else "bundled", "views": a.views or VIEWS_DEFAULT,
+                  "radiographs": a.speed, "rounds": a.rounds, "cpus": os.cpu_count(),
                   "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv])}
         write_json(a.out / "speed.json", result)
         print(json.dumps(result, indent=1))
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     val_samples = [samples[i] for i in val][: a.limit]
     predictor = Predictor(a.stage1, refine=a.stage2 if a.stage2 else None,
                           **({} if a.iterations is None else {"iterations": a.iterations}),
+                          **({} if a.views is None else {"views": a.views}),
                           gate=not a.no_gate)
     start = time.perf_counter()
     pred, _, stage1, _ = predict_samples(predictor, val_samples)

@@ -260,6 +260,16 @@ def test_predict_batch_size_must_be_at_least_1(tmp_path):
                       "--batch-size")
 
 
+@pytest.mark.parametrize("views", ["0", "5"])
+def test_views_must_be_1_to_4(tmp_path, views):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((300, 300), np.uint8)).save(tmp_path / "x.png")
+    assert_user_error(invoke("predict", tmp_path / "x.png", "--out", tmp_path / "o", "--views", views), "--views")
+    assert not (tmp_path / "o").exists()
+    assert_user_error(invoke("evaluate", "--data", tmp_path, "--out", tmp_path / "e", "--views", views), "--views")
+
+
 N_IMAGES = 20
 
 

@@ -105,6 +105,20 @@ def test_ship_says_where_a_fine_tuned_stage2_began(trained, tmp_path: Path) -> N
     assert "Stage 2: from the weights of an earlier run (the stage 2 bundled before this one" in card
     assert "16 epochs on patches" in card
     assert str(out) not in card
+    # shipped again with the same stage 2, which is now the bundled one: its start is the one before
+    name = bundle.read_bundle(out).name
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (copy / f"stage2{suffix}").write_bytes((out / f"stage2{suffix}").read_bytes())
+    ship.ship(s1, copy / "stage2.safetensors", evaluation, out)
+    card = (out / bundle.CARD).read_text()
+    assert f"(the stage 2 bundled before {name}, its fp16 weights; carried over unchanged from {name})" in card
+    # a run that began from a copy of the bundled stage 2 names it as the bundled one
+    run.train.init = str(copy / "stage2.safetensors")
+    refine.save(tuned, net2, run, {})
+    ship.ship(s1, tuned.with_suffix(".safetensors"), evaluation, out)
+    assert "Stage 2: from the weights of an earlier run (the stage 2 bundled before this one" in (out / bundle.CARD).read_text()
     # a stage 2 trained from scratch says nothing of a start
     ship.ship(s1, s2, evaluation, tmp_path / "weights2")
     assert "Stage 2: from" not in (tmp_path / "weights2" / bundle.CARD).read_text()

@@ -234,6 +234,15 @@ def _refine(stage2: Path | None, no_refine: bool) -> Path | bool | None:
     return False if no_refine else stage2
 
 
+def _views(views: int | None) -> int | None:
+    """``--views``, checked before any data or model loads."""
+    from cobbnet.infer.predict import VIEWS
+
+    if views is not None and not 1 <= views <= len(VIEWS):
+        raise InputError(f"--views {views}: must be 1 to {len(VIEWS)}")
+    return views
+
+
 @app.command()
 @user_errors
 def evaluate(
@@ -249,10 +258,12 @@ def evaluate(
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
     no_edge_prior: Annotated[bool, typer.Option("--no-edge-prior", help="Name levels by counting alone, not also by where the spine's ends lie in the image.")] = False,
+    views: Annotated[int | None, typer.Option(help="Stage-2 views of each vertebra, averaged: 1 (fastest) to 4 (as cut, mirrored, 0.9 and 1.1 times as wide); default 3.")] = None,
 ) -> None:
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    _views(views)
     from cobbnet.infer import evaluate as ev
     from cobbnet.io.aasce import read_split
 
@@ -271,7 +282,7 @@ def evaluate(
         task = bar.add_task("evaluating", total=len(samples))
         metrics = ev.evaluate(checkpoint, samples, out, precision, batch_size,
                               on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine),
-                              gate=not no_gate, edge_prior=not no_edge_prior)
+                              gate=not no_gate, edge_prior=not no_edge_prior, views=views)
     console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
     if metrics.get("labels_repaired"):
         console.print(f"{len(metrics['labels_repaired'])} label(s) scored in canonical order (see cobbnet audit): "
@@ -297,6 +308,7 @@ def predict(
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
     no_edge_prior: Annotated[bool, typer.Option("--no-edge-prior", help="Name levels by counting alone, not also by where the spine's ends lie in the image.")] = False,
+    views: Annotated[int | None, typer.Option(help="Stage-2 views of each vertebra, averaged: 1 (fastest) to 4 (as cut, mirrored, 0.9 and 1.1 times as wide); default 3.")] = None,
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph.
 
@@ -307,7 +319,7 @@ def predict(
 
     options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine, refine=_refine(stage2, no_refine),
                             batch_size=batch_size, overlay=overlay, report=report, resume=resume,
-                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior)
+                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior, views=_views(views))
     with _progress() as bar:
         task = bar.add_task("predicting")
 

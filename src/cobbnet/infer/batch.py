@@ -70,6 +70,7 @@ class Options:
     resume: bool = False
     challenge_csv: bool = False  # also angles.csv + filenames.csv in the AASCE layout
     edge_prior: bool = True  # the chain weighs where its ends lie in the image (spine.chain)
+    views: int | None = None  # stage 2's test-time views (infer.predict.VIEWS); None: the predictor's
 
     def suffixes(self) -> tuple[str, ...]:
         """Output file suffixes per image, the JSON first."""
@@ -341,10 +342,13 @@ def run(paths: Sequence[str | os.PathLike], options: Options,
     the model loads) or a write failing midway (finished rows stay); KeyboardInterrupt passes
     through with how far the run got.
     """
+    from cobbnet.infer.predict import VIEWS
     from cobbnet.report.overlay import BATCH_CSV_COLUMNS, batch_csv_row
 
     if options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size}: must be at least 1")
+    if options.views is not None and not 1 <= options.views <= len(VIEWS):
+        raise InputError(f"--views {options.views}: must be 1 to {len(VIEWS)}")
     out = options.out
     check_out(out)
     items = plan(collect(paths, out), out, options.suffixes())
@@ -404,7 +408,7 @@ def _load_predictor(options: Options) -> Any:
 
     try:
         return Predictor(options.checkpoint, refine=options.refine, precision=options.precision, engine=options.engine,
-                         edge_prior=options.edge_prior)
+                         edge_prior=options.edge_prior, **({} if options.views is None else {"views": options.views}))
     except ValueError as err:
         raise InputError(f"--engine/--precision: {err}") from None
 

@@ -22,6 +22,7 @@ import numpy as np
 from cobbnet.spine.landmarks import BL, BR, TL, TR
 
 PATCH_SIZE = 64  # patch pixels per side
+PATCH_SHAPE = (PATCH_SIZE, PATCH_SIZE)
 PATCH_SCALE = 2.0  # patch side / vertebra width: the vertebra and the near halves of its neighbours
 MIN_WIDTH = 8.0  # original pixels: a narrower frame (a degenerate detection) is widened to this
 

@@ -150,6 +150,16 @@ def load(path: str | Path) -> tuple[CornerNet, dict[str, Any]]:
     return model.eval(), meta
 
 
+def init_from(model: CornerNet, source: CornerNet) -> list[str]:
+    """Copy ``source``'s weights into ``model`` wherever name and shape agree (a read-out moved
+    to another pyramid level keeps the encoder); the names of those left as initialised."""
+    theirs = source.state_dict()
+    mine = model.state_dict()
+    keep = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.load_state_dict(keep, strict=False)
+    return sorted(set(mine) - set(keep))
+
+
 # ---- the loop ----
 
 
@@ -182,8 +192,8 @@ def train(run: RefineRun, resume: bool = False, log: Any = print) -> dict[str, A
     torch.manual_seed(t.seed)
     model = CornerNet(run.model)
     if t.init:
-        model.load_state_dict(load(t.init)[0].state_dict())
-        log(f"started from {t.init}")
+        skipped = init_from(model, load(t.init)[0])
+        log(f"started from {t.init}" + (f" (new: {', '.join(skipped)})" if skipped else ""))
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     steps_per_epoch = len(train_which) // t.batch_size
     total = steps_per_epoch * t.epochs

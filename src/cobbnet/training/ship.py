@@ -56,13 +56,19 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     """
     folder = Path(folder) if folder else weights_dir()
     metrics, stage1_metrics = _metrics(Path(evaluation))
+    # a stage whose weights are the bundled ones, byte for byte, is carried over from that bundle
+    before = _bundle_name(folder)
+    carried = {stage: before if _same_file(Path(path).with_suffix(".safetensors"), folder / STAGE_FILES[stage]["weights"])
+               else None for stage, path in (("stage1", stage1), ("stage2", stage2))}
     net1, cfg = checkpoint.load(stage1)
     net1 = _half(net1)
     soup = checkpoint.read_meta(stage1).get("metrics", {}).get("soup") or []  # training.soup's runs
-    init = _named_init(cfg.train.init, folder / STAGE_FILES["stage1"]["weights"], "stage 1")
+    init = _named_init(cfg.train.init, folder / STAGE_FILES["stage1"]["weights"], "stage 1", carried["stage1"])
     cfg.data.holdout_file = split  # the validation radiographs, by name, for evaluate --fold-only
     net2, meta2 = refine.load(stage2)
     net2 = _half(net2)
+    t2 = meta2["config"]["train"]
+    init2 = _named_init(t2.get("init"), folder / STAGE_FILES["stage2"]["weights"], "stage 2", carried["stage2"])
     size = tuple(int(s) for s in cfg.model.input_size)
 
     checkpoint.save(folder / "stage1", net1, cfg, {"validation": stage1_metrics, **({"soup": soup} if soup else {})},
@@ -87,8 +93,6 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     write_json(folder / BUNDLE, bundle)
     cfg1 = cfg.to_dict()
     cfg1["train"]["init"] = init
-    t2 = meta2["config"]["train"]
-    init2 = _named_init(t2.get("init"), folder / STAGE_FILES["stage2"]["weights"], "stage 2")
     cfg2 = {**meta2["config"], "train": {**t2, "init": init2}}
     write_text(folder / CARD, model_card(name, cfg1, cfg2, metrics, stage1_metrics, total, notes, soup))
     for old in ("cobbnet.safetensors", "cobbnet.json"):  # the one-stage bundle of earlier versions
@@ -119,17 +123,48 @@ def _start(t: dict[str, Any], soup: list[dict]) -> str:
     return f"{runs}{t['epochs']} epochs from scratch (no ImageNet weights)"
 
 
-def _named_init(init: str | None, replaced: Path, stage: str) -> str | None:
-    """A run's ``train.init`` as the card names it: the bundled file this call replaces is
-    named as such, not by its path."""
-    if init and Path(init).resolve() == replaced.resolve():
+def _named_init(init: str | None, replaced: Path, stage: str, carried_from: str | None = None) -> str | None:
+    """A run's ``train.init`` as the card names it: the bundled file this call replaces (or a
+    copy of it) is named as such, not by its path; call it before that file is written. A stage carried over unchanged from the bundle
+    ``carried_from`` began from the one bundled before that bundle."""
+    if init and (Path(init).resolve() == replaced.resolve() or _same_file(Path(init), replaced)):
+        if carried_from:
+            return f"the {stage} bundled before {carried_from}, its fp16 weights; carried over unchanged from {carried_from}"
         return f"the {stage} bundled before this one, its fp16 weights"
     return init
+
+
+def _bundle_name(folder: Path) -> str | None:
+    """The name of the bundle in ``folder`` that this call replaces, if any."""
+    try:
+        return json.loads((folder / BUNDLE).read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and sha256(a) == sha256(b)
 
 
 def _start2(t2: dict[str, Any]) -> str:
     """Where the stage-2 run began, when it began from an earlier run's weights."""
     return f"from the weights of an earlier run ({t2['init']}), " if t2.get("init") else ""
+
+
+def _readout(m2: dict[str, Any]) -> str:
+    if m2["head"] == "heatmap":
+        return f"heatmaps at 1/{m2.get('out_stride', 2)} of the patch with a soft-argmax"
+    return m2["head"]
+
+
+def _views(metrics: dict[str, Any]) -> str:
+    """The stage-2 test-time views the evaluation ran with (``infer.predict.VIEWS``)."""
+    from cobbnet.infer.predict import VIEWS, VIEWS_DEFAULT
+
+    n = int(metrics.get("stage2_views") or VIEWS_DEFAULT)
+    names = {(1.0, False): "the patch as cut", (1.0, True): "the patch mirrored left to right"}
+    parts = [names.get(v, f"a patch {v[0]:g} times as wide") for v in VIEWS[:n]]
+    return f"{n} view{'s' if n > 1 else ''} ({', '.join(parts)})"
 
 
 def _norm(m: dict[str, Any]) -> str:
@@ -179,7 +214,8 @@ Made {date.today().isoformat()} by `python -m cobbnet.training.ship`: `stage1.on
   (flagged `interpolated`).
 - **Stage 2**, a corner network on each vertebra's patch of the original radiograph (centred
   on it, turned to its tilt, twice its width, {m2['patch_size']} px a side), read out by
-  {m2['head']}; its corners are mapped back to the radiograph.
+  {_readout(m2)}; its corners are mapped back to the radiograph. The predictor reads each
+  vertebra in {_views(metrics)} and averages their corners (`--views` sets how many).
 
 ## Intended use
 Research, and decision support by people who read the radiograph themselves.
