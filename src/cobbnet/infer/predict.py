@@ -10,7 +10,8 @@ The flow, for each radiograph::
     (H0, W0) uint8 -> prepare_image -> (1, 1, H, W) -> stage 1 (PeakNet) -> K candidates
       -> to_original -> chain (17 levels by score, spacing, smoothness and where the ends lie
          in the image; misses interpolated and flagged)
-      -> stage 2: a patch per vertebra -> CornerNet -> corners mapped back -> Cobb angles
+      -> stage 2: patches per vertebra (3 views: as cut, mirrored, 0.9 times as wide) -> CornerNet
+         -> corners mapped back and averaged -> Cobb angles
 
 The bundled model runs in ONNX Runtime from the graphs that ship in the package. A training
 checkpoint (``Predictor("runs/stage1/fold-0/best.safetensors")``) or ``engine="torch"``
