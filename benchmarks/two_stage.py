@@ -92,7 +92,7 @@ def speed(n: int, repeats: int = 5, reference: Path | None = None, stage2: Path 
     from cobbnet.infer.onnx import OnnxModel
     from cobbnet.io.synthetic import make_radiograph
 
-    preds = {"stage1": Predictor(refine=False), "stage1+2": Predictor(refine=stage2, **({} if views is None else {"views": views})),
+    preds = {"stage1": Predictor(refine=False), "stage1+2": Predictor(refine=stage2, views=views),
              "stage1+2_1view": Predictor(refine=stage2, views=1)}
     if reference is not None:
         preds["reference"] = Predictor(refine=False)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     val_samples = [samples[i] for i in val][: a.limit]
     predictor = Predictor(a.stage1, refine=a.stage2 if a.stage2 else None,
                           **({} if a.iterations is None else {"iterations": a.iterations}),
-                          **({} if a.views is None else {"views": a.views}),
+                          views=a.views,
                           gate=not a.no_gate)
     start = time.perf_counter()
     pred, _, stage1, _ = predict_samples(predictor, val_samples)

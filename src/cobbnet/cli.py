@@ -234,15 +234,6 @@ def _refine(stage2: Path | None, no_refine: bool) -> Path | bool | None:
     return False if no_refine else stage2
 
 
-def _views(views: int | None) -> int | None:
-    """``--views``, checked before any data or model loads."""
-    from cobbnet.infer.predict import VIEWS
-
-    if views is not None and not 1 <= views <= len(VIEWS):
-        raise InputError(f"--views {views}: must be 1 to {len(VIEWS)}")
-    return views
-
-
 @app.command()
 @user_errors
 def evaluate(
@@ -263,8 +254,11 @@ def evaluate(
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
-    _views(views)
     from cobbnet.infer import evaluate as ev
+    from cobbnet.infer.predict import check_views
+
+    if views is not None:
+        check_views(views, "--views")  # before any data or model loads
     from cobbnet.io.aasce import read_split
 
     precision = precision or ev.PRECISION
@@ -319,7 +313,7 @@ def predict(
 
     options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine, refine=_refine(stage2, no_refine),
                             batch_size=batch_size, overlay=overlay, report=report, resume=resume,
-                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior, views=_views(views))
+                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior, views=views)
     with _progress() as bar:
         task = bar.add_task("predicting")
 

@@ -342,13 +342,13 @@ def run(paths: Sequence[str | os.PathLike], options: Options,
     the model loads) or a write failing midway (finished rows stay); KeyboardInterrupt passes
     through with how far the run got.
     """
-    from cobbnet.infer.predict import VIEWS
+    from cobbnet.infer.predict import check_views
     from cobbnet.report.overlay import BATCH_CSV_COLUMNS, batch_csv_row
 
     if options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size}: must be at least 1")
-    if options.views is not None and not 1 <= options.views <= len(VIEWS):
-        raise InputError(f"--views {options.views}: must be 1 to {len(VIEWS)}")
+    if options.views is not None:
+        check_views(options.views, "--views")
     out = options.out
     check_out(out)
     items = plan(collect(paths, out), out, options.suffixes())
@@ -408,7 +408,7 @@ def _load_predictor(options: Options) -> Any:
 
     try:
         return Predictor(options.checkpoint, refine=options.refine, precision=options.precision, engine=options.engine,
-                         edge_prior=options.edge_prior, **({} if options.views is None else {"views": options.views}))
+                         edge_prior=options.edge_prior, views=options.views)
     except ValueError as err:
         raise InputError(f"--engine/--precision: {err}") from None
 

@@ -146,7 +146,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     """
     out = Path(out)
     predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior,
-                          **({} if views is None else {"views": views}))
+                          views=views)
     pred_lm, _, stage1_lm, margins = predict_samples(predictor, samples, batch_size, on_batch)
     labels = repaired_landmarks(samples)
     true_lm = labels[0]

@@ -57,6 +57,14 @@ ITERATIONS = 1
 # ``views=1`` is the patch alone, the fastest
 VIEWS = ((1.0, False), (1.0, True), (0.9, False), (1.1, False))
 VIEWS_DEFAULT = 3
+
+
+def check_views(views: int, label: str = "views") -> int:
+    """``views`` if it is 1 to ``len(VIEWS)``, else an InputError naming it as ``label``."""
+    if not 1 <= views <= len(VIEWS):
+        raise InputError(f"{label} {views}: must be 1 to {len(VIEWS)}")
+    return views
+
 Stage1 = Callable[[np.ndarray], dict[str, np.ndarray]]  # (B, 1, H, W) -> PeakNet outputs
 Stage2 = Callable[[np.ndarray], np.ndarray]  # (N, 1, P, P) -> (N, 4, 2) patch corners
 
@@ -129,15 +137,14 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | None = None, refine: str | os.PathLike | bool | None = None,
                  engine: str = "auto", precision: str = "auto", device: str = "auto",
                  threads: int | None = None, iterations: int = ITERATIONS, gate: bool = True,
-                 edge_prior: bool = True, views: int = VIEWS_DEFAULT):
+                 edge_prior: bool = True, views: int | None = None):
         if engine not in ("auto", "onnx", "torch"):
             raise InputError(f"engine: {engine!r} is not one of auto, onnx, torch")
         if iterations < 1:
             raise InputError(f"iterations: must be at least 1, got {iterations}")
-        if not 1 <= views <= len(VIEWS):
-            raise InputError(f"views: must be 1 to {len(VIEWS)}, got {views}")
         self.iterations = iterations
-        self.views = views  # stage 2's test-time views of each vertebra (VIEWS)
+        # stage 2's test-time views of each vertebra (VIEWS); None: VIEWS_DEFAULT
+        self.views = VIEWS_DEFAULT if views is None else check_views(views)
         self.gate = gate  # False: read every image, even one the input gate would reject
         bundle = read_bundle() if checkpoint is None or refine in (None, True) else None
         if checkpoint is None and engine in ("auto", "onnx") and precision in ("auto", "fp32"):
