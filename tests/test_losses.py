@@ -76,6 +76,49 @@ def test_centernet_focal_loss_by_hand() -> None:
     assert focal_loss_centernet(pred2, gt2).item() == pytest.approx(-(2 * pos + neg2) / 2, rel=1e-6)
 
 
+def test_neg_boost_weighs_only_the_negative_terms_it_covers() -> None:
+    gt = torch.tensor([1.0, 0.5, 0.0]).reshape(1, 1, 1, 3)
+    pred = torch.tensor([0.8, 0.3, 0.1]).reshape(1, 1, 1, 3)
+    boost = torch.tensor([5.0, 0.0, 3.0]).reshape(1, 1, 1, 3)  # on the positive: no effect
+    pos = math.log(0.8) * 0.2**2
+    neg = math.log(0.7) * 0.3**2 * 0.5**4 + 4 * math.log(0.9) * 0.1**2
+    assert focal_loss_centernet(pred, gt, neg_boost=boost).item() == pytest.approx(-(pos + neg), rel=1e-6)
+    logits = torch.logit(pred)
+    assert focal_loss_centernet(pred, gt, logits, boost).item() == pytest.approx(-(pos + neg), rel=1e-5)
+    assert focal_loss_centernet(pred, gt, neg_boost=torch.zeros_like(gt)).item() == pytest.approx(
+        focal_loss_centernet(pred, gt).item(), rel=1e-7)
+
+
+def test_end_weight_adds_the_boosted_negatives_beyond_the_ends_to_the_heatmap_loss() -> None:
+    batch = _targets(_spine())
+    assert batch["ends"].max().item() > 0.5  # the synthetic spine's ends lie inside the map
+    out = TinyHeads(64, 32)()
+    plain = compute_losses(out, batch, LossConfig())
+    boosted = compute_losses(out, batch, LossConfig(end_weight=10.0))
+    gt, p = batch["hm"], out["hm"]
+    neg = -(torch.log(1 - p) * p**2 * (1 - gt) ** 4 * (gt < 1)).mul(batch["ends"]).sum()
+    extra = 10.0 * neg / gt.eq(1).sum()
+    assert (boosted["hm"] - plain["hm"]).item() == pytest.approx(extra.item(), rel=1e-4)
+    assert extra.item() > 0
+    for key in ("reg", "cnr", "csc"):
+        assert boosted[key].item() == plain[key].item()
+    with pytest.raises(ValueError, match="end_weight"):
+        LossConfig(end_weight=-1.0)
+
+
+def test_end_pos_weight_multiplies_the_positive_terms_of_t1_and_l5_only() -> None:
+    batch = _targets(_spine())
+    out = TinyHeads(64, 32)()
+    plain = compute_losses(out, batch, LossConfig())
+    boosted = compute_losses(out, batch, LossConfig(end_pos_weight=3.0))
+    p = out["hm"].flatten(1)[0]
+    ind, n = batch["ind"][0], batch["hm"].eq(1).sum()
+    term = -(torch.log(p[ind]) * (1 - p[ind]) ** 2)  # (17,) each centre's positive term
+    assert (boosted["hm"] - plain["hm"]).item() == pytest.approx(3.0 * (term[0] + term[16]).item() / n.item(), rel=1e-4)
+    with pytest.raises(ValueError, match="end_pos_weight"):
+        LossConfig(end_pos_weight=-0.5)
+
+
 def test_centernet_focal_loss_without_centres_is_the_negative_sum() -> None:
     gt = torch.zeros(1, 1, 2, 2)
     pred = torch.full((1, 1, 2, 2), 0.2)

@@ -52,6 +52,12 @@ class LossConfig:
     tau: float = 0.5
     focal_gamma: float = 2.0
     focal_logits: bool = False  # the heatmap focal loss from logits (no clamp), not probabilities
+    # the heatmap's negatives where the vertebrae just beyond T1 and L5 lie (targets "ends")
+    # weigh 1 + end_weight times as much: C7 and S1 peaks are what shift the level names
+    end_weight: float = 0.0
+    # and the positives of T1 and L5 themselves weigh 1 + end_pos_weight times as much, so that
+    # the network learns to tell them from their neighbours beyond rather than to fade both
+    end_pos_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -62,6 +68,8 @@ class LossConfig:
             raise ValueError(f"unknown fwt {self.fwt!r}; expected one of {', '.join(MODES)}")
         if not 0.0 <= self.a_csc <= 1.0:
             raise ValueError(f"a_csc must lie in [0, 1], got {self.a_csc}")
+        if self.end_weight < 0.0 or self.end_pos_weight < 0.0:
+            raise ValueError(f"end_weight and end_pos_weight must be 0 or more, got {self.end_weight}, {self.end_pos_weight}")
 
     @property
     def mix(self) -> float | None:
@@ -70,22 +78,28 @@ class LossConfig:
 
 
 def focal_loss_centernet(pred_hm: torch.Tensor, gt_hm: torch.Tensor,
-                         logits: torch.Tensor | None = None) -> torch.Tensor:
+                         logits: torch.Tensor | None = None,
+                         neg_boost: torch.Tensor | None = None,
+                         pos_boost: torch.Tensor | None = None) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss, summed and divided by the number of centres.
 
     ``pred_hm``, ``gt_hm (B, 1, h, w)``; ``pred_hm`` is a probability kept away from 0 and 1
     (the model's clamped sigmoid). Positives are the cells where ``gt_hm == 1``. With
     ``logits`` (the heatmap before the sigmoid) the loss is computed from them instead:
     ``log p = logsigmoid(x)``, ``log(1 - p) = logsigmoid(-x)``, with no clamp, so a cell whose
-    output has saturated still gets a gradient.
+    output has saturated still gets a gradient. ``neg_boost`` (shaped as ``gt_hm``, >= 0)
+    multiplies each negative term by ``1 + neg_boost``, ``pos_boost`` each positive term by
+    ``1 + pos_boost`` (the normalisation still counts each centre once).
     """
     pos = gt_hm.eq(1).to(pred_hm.dtype)
     neg_weight = (1 - gt_hm).pow(FOCAL_BETA) * (1 - pos)
+    if neg_boost is not None:
+        neg_weight = neg_weight * (1 + neg_boost)
     if logits is None:
         p, log_p, log_q = pred_hm, torch.log(pred_hm), torch.log(1 - pred_hm)
     else:
         p, log_p, log_q = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
-    pos_loss = log_p * (1 - p).pow(FOCAL_ALPHA) * pos
+    pos_loss = log_p * (1 - p).pow(FOCAL_ALPHA) * (pos if pos_boost is None else pos * (1 + pos_boost))
     neg_loss = log_q * p.pow(FOCAL_ALPHA) * neg_weight
     # with no centre at all, pos_loss is 0 and the sum of neg_loss is CenterNet's value
     return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1)
@@ -146,6 +160,18 @@ def hcl_loss(
     return binary_focal_loss(m_prd, targets["mask"], cfg.focal_gamma)
 
 
+def end_cells(gt_hm: torch.Tensor, ind: torch.Tensor, valid: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """``(B, 1, h, w)``: ``weight`` at the centre cells of T1 and L5 (``ind (B, 17)``, where
+    ``valid (B, 17)``), 0 elsewhere; None when ``weight`` is 0."""
+    if weight <= 0:
+        return None
+    B, _, h, w = gt_hm.shape
+    out = gt_hm.new_zeros(B, h * w)
+    ends = ind[:, [0, -1]]
+    out.scatter_(1, ends, weight * valid[:, [0, -1]].to(out.dtype))
+    return out.reshape(B, 1, h, w)
+
+
 def compute_losses(
     outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: LossConfig
 ) -> dict[str, torch.Tensor]:
@@ -153,12 +179,15 @@ def compute_losses(
 
     ``outputs``: the model's maps (``hm``, ``mask`` as probabilities); ``targets``: batched
     ``targets.encode`` tensors ``hm (B,1,h,w)``, ``reg (B,17,2)``, ``cnr (B,17,8)``,
-    ``mask (B,1,h,w)``, ``ind (B,17)`` int64, ``valid (B,17)``.
+    ``mask (B,1,h,w)``, ``ind (B,17)`` int64, ``valid (B,17)`` and, with
+    ``cfg.end_weight``, ``ends (B,1,h,w)``.
     """
     ind, valid = targets["ind"], targets["valid"]
+    boost = cfg.end_weight * targets["ends"] if cfg.end_weight > 0 else None
     terms = {
         "hm": focal_loss_centernet(outputs["hm"], targets["hm"],
-                                   outputs.get("hm_logit") if cfg.focal_logits else None),
+                                   outputs.get("hm_logit") if cfg.focal_logits else None, boost,
+                                   end_cells(targets["hm"], ind, valid, cfg.end_pos_weight)),
         "reg": l1_at(outputs["reg"], ind, valid, targets["reg"]),
         "cnr": l1_at(outputs["cnr"], ind, valid, targets["cnr"]),
         "csc": hcl_loss(outputs, targets, cfg),
