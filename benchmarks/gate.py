@@ -122,6 +122,18 @@ def sideways(image: np.ndarray, k: int = 1) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k))
 
 
+def _reading_code() -> str:
+    """A digest of the code that turns a model's outputs into a reading (the chain, its level
+    doubt and threshold, stage 2's views): a cached reading is stale once that code changes."""
+    from cobbnet.infer import predict
+    from cobbnet.spine import chain, patches
+
+    digest = hashlib.sha256()
+    for module in (chain, patches, predict):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 class CachedPredictor:
     """The predictor's raw chain (landmarks, scores, flags) per image, cached on disk."""
 
@@ -133,7 +145,7 @@ class CachedPredictor:
         self.predictor = Predictor(checkpoint, gate=False)
         model = getattr(self.predictor, "model", None)
         ident = json.dumps(model, sort_keys=True, default=str) if isinstance(model, dict) else str(checkpoint)
-        ident += "|ungated|level-doubt"
+        ident += "|ungated|level-doubt|" + _reading_code()
         self.tag = hashlib.sha256(ident.encode()).hexdigest()[:12]
         self.model = model if isinstance(model, dict) else {"checkpoint": str(checkpoint)}
         self.cache = cache

@@ -160,7 +160,7 @@ def test_the_margin_falls_as_c7_gains() -> None:
     at C7 (the chosen T1 renamed T2); once C7 is the stronger, the chain starts there."""
     ext, _ = framed(0.6, 0.8)
     margins, first = [], []
-    for c7 in (0.2, 0.4, 0.6, 0.8):
+    for c7 in (0.1, 0.4, 0.6, 0.8):
         scores = np.full(19, 0.7)
         scores[[0, 18]] = c7, 0.05
         chain = pick_chain(ext, scores)
