@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_targets import ladder
 from torch import nn
 
 from cobbnet.io import synthetic
 from cobbnet.nn import targets
 from cobbnet.nn.heads import HEADS, STRIDE
 from cobbnet.nn.losses import (
+    END_STEP,
     LossConfig,
     binary_focal_loss,
     compute_losses,
+    end_blobs,
     focal_loss_centernet,
     hcl_loss,
     l1_at,
@@ -91,12 +94,13 @@ def test_neg_boost_weighs_only_the_negative_terms_it_covers() -> None:
 
 def test_end_weight_adds_the_boosted_negatives_beyond_the_ends_to_the_heatmap_loss() -> None:
     batch = _targets(_spine())
-    assert batch["ends"].max().item() > 0.5  # the synthetic spine's ends lie inside the map
+    ends = end_blobs(batch, (64, 32))
+    assert ends.max().item() > 0.5  # the synthetic spine's ends lie inside the map
     out = TinyHeads(64, 32)()
     plain = compute_losses(out, batch, LossConfig())
     boosted = compute_losses(out, batch, LossConfig(end_weight=10.0))
     gt, p = batch["hm"], out["hm"]
-    neg = -(torch.log(1 - p) * p**2 * (1 - gt) ** 4 * (gt < 1)).mul(batch["ends"]).sum()
+    neg = -(torch.log(1 - p) * p**2 * (1 - gt) ** 4 * (gt < 1)).mul(ends).sum()
     extra = 10.0 * neg / gt.eq(1).sum()
     assert (boosted["hm"] - plain["hm"]).item() == pytest.approx(extra.item(), rel=1e-4)
     assert extra.item() > 0
@@ -237,3 +241,36 @@ def test_config_rejects_unknown_choices() -> None:
         LossConfig(fwt="blurry")
     with pytest.raises(ValueError, match="a_csc"):
         LossConfig(a_csc=1.5)
+
+
+# ---------------------------------------------------------------- ends
+
+
+def _peaks(a: np.ndarray) -> list[tuple[int, int]]:
+    """Local maxima ``(iy, ix)`` of a map above 0.5, top to bottom."""
+    padded = np.pad(a, 1, constant_values=-1.0)
+    neigh = np.stack([padded[1 + dy : 1 + dy + a.shape[0], 1 + dx : 1 + dx + a.shape[1]]
+                      for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    return sorted(zip(*np.nonzero((a > 0.5) & (a >= neigh.max(axis=0))), strict=True))
+
+
+def test_end_blobs_lie_one_step_beyond_t1_and_l5_on_a_tilted_spine() -> None:
+    lm = ladder(SIZE, top=0.12, step=0.045)
+    lm[..., 0] += np.linspace(0, 12, 17)[:, None]  # the spine leans: the steps tilt
+    ends = end_blobs(_targets(lm), (64, 32))[0].numpy()
+    c = lm.mean(axis=1) / STRIDE  # (17, 2) map units
+    expected = [c[0] + END_STEP * (c[0] - c[1]), c[16] + END_STEP * (c[16] - c[15])]
+    peaks = _peaks(ends[0])
+    assert len(peaks) == 2
+    for (iy, ix), (x, y) in zip(peaks, expected, strict=True):
+        assert abs(ix + 0.5 - x) <= 0.5 and abs(iy + 0.5 - y) <= 0.5
+    # the blob has faded where T1 and L5 themselves lie, so their peaks keep their weight
+    assert ends[0, int(c[0, 1]), int(c[0, 0])] < 0.01 and ends[0, int(c[16, 1]), int(c[16, 0])] < 0.01
+
+
+def test_an_end_outside_the_map_draws_no_blob_there() -> None:
+    lm = ladder(SIZE, x0=0.33)  # centres inside cells: one maximum per blob
+    lm[16, :, 1] += 200.0  # L5 below the image
+    ends = end_blobs(_targets(lm), (64, 32))[0].numpy()
+    peaks = _peaks(ends[0])
+    assert len(peaks) == 1 and peaks[0][0] < 64 // 4  # only the one above T1

@@ -12,11 +12,11 @@ import cobbnet.infer.predict as predict
 from cobbnet.errors import InputError
 from cobbnet.infer.bundle import example_path, read_bundle
 from cobbnet.infer.onnx import OnnxModel
-from cobbnet.infer.predict import VIEWS, Predictor, _refine, _unmirror
+from cobbnet.infer.predict import VIEWS, Predictor, _refine
 from cobbnet.io.images import read_image
 from cobbnet.nn.refine import CornerNet, RefineConfig
 from cobbnet.spine import patches
-from cobbnet.spine.landmarks import BL, BR, TL, TR
+from cobbnet.spine.landmarks import BL, BR, TL, TR, hflip
 from cobbnet.training import engines, refine
 from cobbnet.training.export import export_refine
 
@@ -56,12 +56,12 @@ def oracle(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_unmirror_is_its_own_inverse_and_swaps_sides() -> None:
+def test_unmirroring_patch_corners_is_its_own_inverse_and_swaps_sides() -> None:
     c = np.array([[[10.0, 20.0], [40.0, 21.0], [11.0, 44.0], [41.0, 45.0]]])
-    m = _unmirror(c)
+    m = hflip(c, patches.PATCH_SIZE)  # what _refine applies to a mirrored view's corners
     np.testing.assert_allclose(m[0, TL], [patches.PATCH_SIZE - 40.0, 21.0])
     np.testing.assert_allclose(m[0, BR], [patches.PATCH_SIZE - 11.0, 44.0])
-    np.testing.assert_allclose(_unmirror(m), c)
+    np.testing.assert_allclose(hflip(m, patches.PATCH_SIZE), c)
 
 
 @pytest.mark.parametrize("views", range(1, len(VIEWS) + 1))

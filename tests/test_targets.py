@@ -10,7 +10,6 @@ from matplotlib.path import Path as MplPath
 
 from cobbnet.nn.heads import HEADS, STRIDE
 from cobbnet.nn.targets import (
-    END_STEP,
     MIN_RADIUS,
     collate,
     draw_gaussian,
@@ -199,7 +198,6 @@ def test_encode_shapes_and_dtypes_follow_the_heads_spec():
     assert t["cnr"].shape == (17, HEADS["cnr"]) and t["cnr"].dtype == np.float32
     assert t["ind"].shape == (17,) and t["ind"].dtype == np.int64
     assert t["valid"].shape == (17,) and t["valid"].dtype == np.float32
-    assert t["ends"].shape == (1, h, w) and t["ends"].dtype == np.float32
     assert map_size() == (256, 128)
 
 
@@ -277,36 +275,3 @@ def test_encode_rejects_a_wrong_landmark_shape():
 
     with pytest.raises(InputError):
         encode(np.zeros((16, 4, 2)), SMALL)
-
-
-# ---------------------------------------------------------------- ends
-
-
-def _peaks(a: np.ndarray) -> list[tuple[int, int]]:
-    """Local maxima ``(iy, ix)`` of a map above 0.5, top to bottom."""
-    padded = np.pad(a, 1, constant_values=-1.0)
-    neigh = np.stack([padded[1 + dy : 1 + dy + a.shape[0], 1 + dx : 1 + dx + a.shape[1]]
-                      for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-    return sorted(zip(*np.nonzero((a > 0.5) & (a >= neigh.max(axis=0))), strict=True))
-
-
-def test_end_blobs_lie_one_step_beyond_t1_and_l5_on_a_tilted_spine():
-    lm = ladder(SMALL, top=0.12, step=0.045)
-    lm[..., 0] += np.linspace(0, 12, 17)[:, None]  # the spine leans: the steps tilt
-    t = encode(lm, SMALL)
-    c = lm.mean(axis=1) / STRIDE  # (17, 2) map units
-    expected = [c[0] + END_STEP * (c[0] - c[1]), c[16] + END_STEP * (c[16] - c[15])]
-    peaks = _peaks(t["ends"][0])
-    assert len(peaks) == 2
-    for (iy, ix), (x, y) in zip(peaks, expected, strict=True):
-        assert abs(ix + 0.5 - x) <= 0.5 and abs(iy + 0.5 - y) <= 0.5
-    # the blob has faded where T1 and L5 themselves lie, so their peaks keep their weight
-    assert t["ends"][0, int(c[0, 1]), int(c[0, 0])] < 0.01 and t["ends"][0, int(c[16, 1]), int(c[16, 0])] < 0.01
-
-
-def test_an_end_outside_the_map_draws_no_blob_there():
-    lm = ladder(SMALL, x0=0.33)  # centres inside cells: one maximum per blob
-    lm[16, :, 1] += 200.0  # L5 below the image
-    t = encode(lm, SMALL)
-    peaks = _peaks(t["ends"][0])
-    assert len(peaks) == 1 and peaks[0][0] < 64 // 4  # only the one above T1

@@ -26,6 +26,14 @@ FOCAL_ALPHA = 2  # CenterNet: (1 - p)^alpha down-weights easy cells
 FOCAL_BETA = 4  # CenterNet: (1 - gt)^beta spares the cells near a centre
 FOCAL_EPS = 1e-6  # M_prd can reach 0 or 1 exactly (a saturated soft fill): keep log finite
 
+# Where the vertebra one level beyond each end (C7 above T1, S1 below L5) lies, in steps of
+# the end's own link (T1 - T2, L5 - L4): the bundled stage 1 of 2026-12-06 puts a candidate
+# there on 359 (above T1) and 418 (below L5) of the 481 AASCE training radiographs, at a
+# median of 0.87 and 0.86 steps beyond the end (10th-90th percentile 0.69-1.08 and 0.60-1.25),
+# laterally within 0.26 of a step. Those peaks let the chain shift every level name by one.
+END_STEP = 0.87
+END_SIGMA = 0.25  # the blob's spread, in the same steps
+
 # "kpt": keypoint terms only; "seg": plus a plain mask loss (a_csc = 0); "hcl": plus the
 # consistency loss with the configured a_csc. ``LossConfig.mix`` gives each one's a_csc.
 VARIANTS: tuple[str, ...] = ("kpt", "seg", "hcl")
@@ -52,7 +60,7 @@ class LossConfig:
     tau: float = 0.5
     focal_gamma: float = 2.0
     focal_logits: bool = False  # the heatmap focal loss from logits (no clamp), not probabilities
-    # the heatmap's negatives where the vertebrae just beyond T1 and L5 lie (targets "ends")
+    # the heatmap's negatives where the vertebrae just beyond T1 and L5 lie (``end_blobs``)
     # weigh 1 + end_weight times as much: C7 and S1 peaks are what shift the level names
     end_weight: float = 0.0
     # and the positives of T1 and L5 themselves weigh 1 + end_pos_weight times as much, so that
@@ -130,6 +138,11 @@ def binary_focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2
     return -(pos + neg).mean()
 
 
+def _cells(ind: torch.Tensor, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """Cells ``(B, K, 2)`` as (ix, iy) of flat indices ``ind (B, K)`` on maps ``w`` cells wide."""
+    return torch.stack([ind % w, torch.div(ind, w, rounding_mode="floor")], dim=-1).to(dtype)
+
+
 def predicted_corners(outputs: dict[str, torch.Tensor], ind: torch.Tensor) -> torch.Tensor:
     """Corners ``(B, K, 4, 2)`` in map units read at the true centre cells ``ind (B, K)``.
 
@@ -138,8 +151,7 @@ def predicted_corners(outputs: dict[str, torch.Tensor], ind: torch.Tensor) -> to
     """
     reg, cnr = outputs["reg"], outputs["cnr"]
     B, _, h, w = reg.shape
-    cell = torch.stack([ind % w, torch.div(ind, w, rounding_mode="floor")], dim=-1).to(reg.dtype)
-    center = cell + gather(reg, ind)  # (B, K, 2)
+    center = _cells(ind, w, reg.dtype) + gather(reg, ind)  # (B, K, 2)
     offsets = gather(cnr, ind).reshape(B, ind.shape[1], N_CORNERS, 2)  # (B, K, 4, 2)
     return center[:, :, None, :] + offsets
 
@@ -172,6 +184,29 @@ def end_cells(gt_hm: torch.Tensor, ind: torch.Tensor, valid: torch.Tensor, weigh
     return out.reshape(B, 1, h, w)
 
 
+def end_blobs(targets: dict[str, torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+    """``(B, 1, h, w)`` in [0, 1]: a Gaussian (peak 1, spread ``END_SIGMA`` steps) where the
+    vertebra one level beyond each end of the spine lies, ``END_STEP`` steps of the end's own
+    link (T1 - T2, L5 - L4) beyond it, from the true centres the targets encode (centre cell
+    ``ind`` plus offset ``reg``). An end, or the neighbour that gives its step, outside the map
+    (``valid`` 0) draws nothing there."""
+    h, w = shape
+    reg, valid = targets["reg"], targets["valid"]
+    centre = _cells(targets["ind"], w, reg.dtype) + reg  # (B, 17, 2) map units
+    ys = (torch.arange(h, dtype=reg.dtype) + 0.5)[None, :, None]  # cell centres
+    xs = (torch.arange(w, dtype=reg.dtype) + 0.5)[None, None, :]
+    out = reg.new_zeros(reg.shape[0], h, w)
+    for end, nxt in ((0, 1), (-1, -2)):
+        step = centre[:, end] - centre[:, nxt]  # (B, 2)
+        length = step.norm(dim=-1)
+        at = centre[:, end] + END_STEP * step
+        d2 = (xs - at[:, 0, None, None]) ** 2 + (ys - at[:, 1, None, None]) ** 2
+        blob = torch.exp(-d2 / (2.0 * (END_SIGMA * length.clamp(min=1e-6)) ** 2)[:, None, None])
+        drawn = (valid[:, end] > 0) & (valid[:, nxt] > 0) & (length > 0)
+        out = torch.maximum(out, blob * drawn.to(blob.dtype)[:, None, None])
+    return out[:, None]
+
+
 def compute_losses(
     outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: LossConfig
 ) -> dict[str, torch.Tensor]:
@@ -179,11 +214,10 @@ def compute_losses(
 
     ``outputs``: the model's maps (``hm``, ``mask`` as probabilities); ``targets``: batched
     ``targets.encode`` tensors ``hm (B,1,h,w)``, ``reg (B,17,2)``, ``cnr (B,17,8)``,
-    ``mask (B,1,h,w)``, ``ind (B,17)`` int64, ``valid (B,17)`` and, with
-    ``cfg.end_weight``, ``ends (B,1,h,w)``.
+    ``mask (B,1,h,w)``, ``ind (B,17)`` int64, ``valid (B,17)``.
     """
     ind, valid = targets["ind"], targets["valid"]
-    boost = cfg.end_weight * targets["ends"] if cfg.end_weight > 0 else None
+    boost = cfg.end_weight * end_blobs(targets, targets["hm"].shape[-2:]) if cfg.end_weight > 0 else None
     terms = {
         "hm": focal_loss_centernet(outputs["hm"], targets["hm"],
                                    outputs.get("hm_logit") if cfg.focal_logits else None, boost,

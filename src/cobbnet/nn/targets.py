@@ -21,14 +21,7 @@ MIN_OVERLAP = 0.7  # CenterNet's IoU a box built from points within the radius k
 # centres are at least ~2.5 cells apart even at 256x128, where a 2-cell Gaussian is ~0.01).
 MIN_RADIUS = 2
 POLYGON_ORDER = [lmk.TL, lmk.TR, lmk.BR, lmk.BL]  # the corners walked round the outline
-TARGET_KEYS: tuple[str, ...] = ("hm", "reg", "cnr", "mask", "ind", "valid", "ends")
-# Where the vertebra one level beyond each end (C7 above T1, S1 below L5) lies, in steps of
-# the end's own link (T1 - T2, L5 - L4): the bundled stage 1 of 2026-12-06 puts a candidate
-# there on 359 (above T1) and 418 (below L5) of the 481 AASCE training radiographs, at a
-# median of 0.87 and 0.86 steps beyond the end (10th-90th percentile 0.69-1.08 and 0.60-1.25),
-# laterally within 0.26 of a step. Those peaks let the chain shift every level name by one.
-END_STEP = 0.87
-END_SIGMA = 0.25  # the blob's spread, in the same steps
+TARGET_KEYS: tuple[str, ...] = ("hm", "reg", "cnr", "mask", "ind", "valid")
 
 
 def map_size(input_size: tuple[int, int] = INPUT_SIZE) -> tuple[int, int]:
@@ -132,27 +125,6 @@ def fill_mask(landmarks_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (np.cumsum(runs.reshape(h, w + 1)[:, :w], axis=1) > 0).astype(np.float32)
 
 
-def end_blobs(centres: np.ndarray, inside: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``(h, w)`` float32 in [0, 1]: a Gaussian (peak 1, spread ``END_SIGMA`` steps) where the
-    vertebra one level beyond each end of the spine lies, ``END_STEP`` steps of the end's own
-    link beyond it. ``centres (17, 2)`` in map units; an end, or the neighbour that gives its
-    step, outside the map (``inside (17,)`` False) draws nothing there."""
-    h, w = shape
-    out = np.zeros((h, w), dtype=np.float64)
-    ys, xs = np.mgrid[0:h, 0:w] + 0.5  # cell centres
-    for end, nxt in ((0, 1), (lmk.N_VERTEBRAE - 1, lmk.N_VERTEBRAE - 2)):
-        if not (inside[end] and inside[nxt]):
-            continue
-        step = centres[end] - centres[nxt]
-        length = float(np.hypot(*step))
-        if length <= 0:
-            continue
-        at = centres[end] + END_STEP * step
-        d2 = (xs - at[0]) ** 2 + (ys - at[1]) ** 2
-        out = np.maximum(out, np.exp(-d2 / (2.0 * (END_SIGMA * length) ** 2)))
-    return out.astype(np.float32)
-
-
 def encode(
     landmarks: np.ndarray,
     input_size: tuple[int, int] = INPUT_SIZE,
@@ -169,9 +141,7 @@ def encode(
     - ``mask (1, h, w)`` float32: the filled quadrilaterals (``fill_mask``);
     - ``ind (17,)`` int64: iy * w + ix of the centre cell;
     - ``valid (17,)`` float32: 1 where the centre cell lies inside the map; a vertebra
-      outside gets valid 0, ind 0, zero reg and cnr, and no heatmap peak;
-    - ``ends (1, h, w)`` float32: ``end_blobs``, where the vertebrae just beyond T1 and L5
-      lie (the loss may weigh its negatives more there, ``LossConfig.end_weight``).
+      outside gets valid 0, ind 0, zero reg and cnr, and no heatmap peak.
     """
     lm = lmk.check(landmarks)
     h, w = map_size(input_size)
@@ -197,7 +167,6 @@ def encode(
         "mask": fill_mask(pts, (h, w))[None],
         "ind": ind,
         "valid": valid,
-        "ends": end_blobs(c, inside, (h, w))[None],
     }
     # the heads spec is the one source of truth for every target's channel count
     channels = {

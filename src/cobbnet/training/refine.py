@@ -32,12 +32,11 @@ from cobbnet.io.outputs import atomic_path, write_json
 from cobbnet.nn.refine import CornerNet, RefineConfig
 from cobbnet.spine import patches
 from cobbnet.spine.audit import treat_faulty_labels
-from cobbnet.spine.landmarks import BL, BR, TL, TR
+from cobbnet.spine.landmarks import hflip
 from cobbnet.training.config import apply_overrides
 from cobbnet.training.data import split_indices
 
 FORMAT = "cobbnet-refine"
-_FLIP = [TR, TL, BR, BL]  # a mirrored patch swaps left and right corners
 
 
 @dataclass
@@ -109,8 +108,7 @@ def patch_batch(images: list[np.ndarray], landmarks: np.ndarray, which: np.ndarr
         N = len(x)
         flip = rng.random(N) < 0.5
         x[flip] = x[flip, :, ::-1]
-        target[flip] = target[flip][:, _FLIP]
-        target[flip, :, 0] = patches.PATCH_SIZE - target[flip, :, 0]
+        target[flip] = hflip(target[flip], patches.PATCH_SIZE)
         gamma = np.exp(rng.normal(0, 0.25, (N, 1, 1)))
         x = np.clip(x, 0, 1) ** gamma * rng.uniform(0.8, 1.2, (N, 1, 1)) + rng.uniform(-0.1, 0.1, (N, 1, 1))
     return x[:, None].astype(np.float32), target.astype(np.float32), frame
