@@ -122,18 +122,11 @@ def test_yaml_lists_and_json_numbers_still_fit():
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 STAGE2_CONFIGS = [p for p in CONFIGS if p.stem.startswith("stage2")]  # training.refine's
-LEVEL_CONFIGS = [p for p in CONFIGS if p.stem.startswith("levels")]  # training.levels'
-STAGE1_CONFIGS = [p for p in CONFIGS if p not in STAGE2_CONFIGS + LEVEL_CONFIGS]
+STAGE1_CONFIGS = [p for p in CONFIGS if p not in STAGE2_CONFIGS]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_shipped_config_loads(path: Path) -> None:
-    if path in LEVEL_CONFIGS:
-        from cobbnet.training.levels import load_run_config as load_levels
-
-        run = load_levels(str(path), [])
-        assert run.train.epochs >= 1 and run.train.holdout_file == "aasce-holdout"
-        return
     if path not in STAGE1_CONFIGS:
         from cobbnet.training.refine import load_run_config
 

@@ -41,26 +41,3 @@ def test_jitter_is_reproducible_and_bounded() -> None:
     assert np.abs(a[:, 0] - 100).max() <= 2.5 * 0.1 * 50 + 1e-9
     assert np.abs(np.degrees(a[:, 2] - 0.1)).max() <= 12.5 + 1e-9
     assert 0.04 < np.std(np.log(a[:, 3] / 50)) < 0.12
-
-
-def test_pyramid_levels_map_points_by_their_factor() -> None:
-    image = np.random.default_rng(0).integers(0, 256, (203, 98), dtype=np.uint8)
-    levels = patches.pyramid(image)
-    assert [lv.shape for lv in levels] == [(203, 98), (101, 49), (50, 24), (25, 12)]
-    # pixel i of level f is the mean of original pixels [f * i, f * i + f)
-    assert abs(float(levels[2][3, 5]) - image[12:16, 20:24].mean()) <= 0.5
-
-
-def test_a_wide_patch_cut_from_the_pyramid_matches_the_full_cut() -> None:
-    """A smooth radiograph-like image with a bright dot: the pyramid's patch puts the dot where
-    the full-resolution cut does and differs from it by little elsewhere."""
-    yy, xx = np.mgrid[0:1600, 0:700]
-    image = (100 + 60 * np.sin(xx / 90.0) * np.cos(yy / 130.0)).astype(np.uint8)
-    image[795:805, 345:355] = 255
-    frame = np.array([[350.0, 800.0, 0.2, 120.0], [350.0, 800.0, -0.1, 40.0], [350.0, 800.0, 0.0, 20.0]])
-    full, pyr = patches.cut(image, frame).astype(float), patches.cut_pyramid(patches.pyramid(image), frame).astype(float)
-    assert np.abs(full - pyr).mean() < 2.0
-    for a, b in zip(full, pyr, strict=True):
-        assert np.unravel_index(a.argmax(), a.shape) == np.unravel_index(b.argmax(), b.shape)
-    # a frame whose scale is under 2 comes from the original itself
-    np.testing.assert_array_equal(pyr[2], full[2])

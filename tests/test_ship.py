@@ -14,10 +14,9 @@ from cobbnet.errors import InputError
 from cobbnet.infer import bundle
 from cobbnet.infer.decode import CANDIDATES
 from cobbnet.infer.onnx import OnnxModel
-from cobbnet.nn.levels import LevelConfig, LevelNet
 from cobbnet.nn.model import ModelConfig, PeakNet, build_model
 from cobbnet.nn.refine import CornerNet, RefineConfig
-from cobbnet.training import checkpoint, levels, refine, ship
+from cobbnet.training import checkpoint, refine, ship
 from cobbnet.training.config import Config
 
 
@@ -123,27 +122,3 @@ def test_ship_says_where_a_fine_tuned_stage2_began(trained, tmp_path: Path) -> N
     # a stage 2 trained from scratch says nothing of a start
     ship.ship(s1, s2, evaluation, tmp_path / "weights2")
     assert "Stage 2: from" not in (tmp_path / "weights2" / bundle.CARD).read_text()
-
-
-def test_ship_with_a_level_network_writes_its_graph_and_names_it(trained, tmp_path: Path) -> None:
-    s1, s2, evaluation = trained
-    run = levels.LevelRun(LevelConfig(width=8), levels.LevelTrain(epochs=1))
-    torch.manual_seed(1)
-    levels.save(tmp_path / "lv" / "last", LevelNet(run.model).eval(), run, {"val_accuracy": 0.9})
-    out = tmp_path / "weights"
-    ship.ship(s1, s2, evaluation, out, level_net=tmp_path / "lv" / "last.safetensors")
-    b = bundle.read_bundle(out)
-    assert "-2stage-levels-" in b.name and b.levels_onnx.is_file()
-    assert set(b.meta["sha256"]) >= {"levels.onnx", "levels.safetensors", "levels.json"}
-    net3, _ = levels.load(b.levels_weights)
-    p = torch.rand(5, 1, 64, 64)
-    with torch.no_grad():
-        want = net3(p).softmax(dim=-1).numpy()
-    got = OnnxModel(b.levels_onnx)(p.numpy())["probs"]
-    np.testing.assert_allclose(got, want, atol=1e-4)
-    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
-    assert "The level network" in (out / bundle.CARD).read_text()
-    # shipped again without one: the level network's files go, and the bundle names none
-    ship.ship(s1, s2, evaluation, out)
-    b = bundle.read_bundle(out)
-    assert b.levels_onnx is None and not (out / "levels.onnx").exists() and "-levels-" not in b.name

@@ -234,13 +234,6 @@ def _refine(stage2: Path | None, no_refine: bool) -> Path | bool | None:
     return False if no_refine else stage2
 
 
-def _levels(levels: Path | None, no_levels: bool) -> Path | bool | None:
-    """The predictor's ``levels``: off, another level network, or the bundled one (None)."""
-    if no_levels and levels is not None:
-        raise InputError("--no-levels and --levels: give one of them")
-    return False if no_levels else levels
-
-
 @app.command()
 @user_errors
 def evaluate(
@@ -256,8 +249,6 @@ def evaluate(
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
     no_edge_prior: Annotated[bool, typer.Option("--no-edge-prior", help="Name levels by counting alone, not also by where the spine's ends lie in the image.")] = False,
-    levels: Annotated[Path | None, typer.Option(help="Level-network weights (.safetensors); default: the bundled ones.")] = None,
-    no_levels: Annotated[bool, typer.Option("--no-levels", help="Name levels without the level network (which candidate is T1, L5 or beyond them).")] = False,
     views: Annotated[int | None, typer.Option(help="Stage-2 views of each vertebra, averaged: 1 (fastest) to 4 (as cut, mirrored, 0.9 and 1.1 times as wide); default 3.")] = None,
 ) -> None:
     """Score a model on labelled radiographs: SMAPE, landmark error, MAE, FPS, plots."""
@@ -285,8 +276,7 @@ def evaluate(
         task = bar.add_task("evaluating", total=len(samples))
         metrics = ev.evaluate(checkpoint, samples, out, precision, batch_size,
                               on_batch=lambda k: bar.advance(task, k), refine=_refine(stage2, no_refine),
-                              gate=not no_gate, edge_prior=not no_edge_prior, views=views,
-                              levels=_levels(levels, no_levels))
+                              gate=not no_gate, edge_prior=not no_edge_prior, views=views)
     console.print(_metrics_table(metrics, f"{len(samples)} radiographs ({metrics['mode']})"))
     if metrics.get("labels_repaired"):
         console.print(f"{len(metrics['labels_repaired'])} label(s) scored in canonical order (see cobbnet audit): "
@@ -312,8 +302,6 @@ def predict(
     stage2: Annotated[Path | None, typer.Option(help="Stage-2 corner weights (.safetensors); default: the bundled ones.")] = None,
     no_refine: Annotated[bool, typer.Option("--no-refine", help="Stage 1 alone: skip the full-resolution corner stage.")] = False,
     no_edge_prior: Annotated[bool, typer.Option("--no-edge-prior", help="Name levels by counting alone, not also by where the spine's ends lie in the image.")] = False,
-    levels: Annotated[Path | None, typer.Option(help="Level-network weights (.safetensors); default: the bundled ones.")] = None,
-    no_levels: Annotated[bool, typer.Option("--no-levels", help="Name levels without the level network (which candidate is T1, L5 or beyond them).")] = False,
     views: Annotated[int | None, typer.Option(help="Stage-2 views of each vertebra, averaged: 1 (fastest) to 4 (as cut, mirrored, 0.9 and 1.1 times as wide); default 3.")] = None,
 ) -> None:
     """Landmarks, Cobb angles, end vertebrae and an overlay for each radiograph.
@@ -325,8 +313,7 @@ def predict(
 
     options = batch.Options(out=out, checkpoint=checkpoint, precision=precision, engine=engine, refine=_refine(stage2, no_refine),
                             batch_size=batch_size, overlay=overlay, report=report, resume=resume,
-                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior, views=views,
-                            levels=_levels(levels, no_levels))
+                            challenge_csv=challenge_csv, edge_prior=not no_edge_prior, views=views)
     with _progress() as bar:
         task = bar.add_task("predicting")
 

@@ -71,7 +71,6 @@ class Options:
     challenge_csv: bool = False  # also angles.csv + filenames.csv in the AASCE layout
     edge_prior: bool = True  # the chain weighs where its ends lie in the image (spine.chain)
     views: int | None = None  # stage 2's test-time views (infer.predict.VIEWS); None: the predictor's
-    levels: Path | bool | None = None  # the level network: None the bundled one, False off, or a checkpoint
 
     def suffixes(self) -> tuple[str, ...]:
         """Output file suffixes per image, the JSON first."""
@@ -409,7 +408,7 @@ def _load_predictor(options: Options) -> Any:
 
     try:
         return Predictor(options.checkpoint, refine=options.refine, precision=options.precision, engine=options.engine,
-                         edge_prior=options.edge_prior, views=options.views, levels=options.levels)
+                         edge_prior=options.edge_prior, views=options.views)
     except ValueError as err:
         raise InputError(f"--engine/--precision: {err}") from None
 

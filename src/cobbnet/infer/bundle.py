@@ -2,10 +2,8 @@
 
     weights/bundle.json                    names, input size, files and their sha256, validation figures
     weights/stage1.onnx, stage2.onnx       the two stages as the light install runs them (ONNX Runtime)
-    weights/levels.onnx                    the level network (which candidate is T1, L5, beyond)
     weights/stage1.safetensors + .json     the same weights in fp16 for fine-tuning (training extra)
     weights/stage2.safetensors + .json
-    weights/levels.safetensors + .json
     weights/MODEL_CARD.md                  data and licence, training, results, intended use
     examples/synthetic-spine.jpg + .json   a generated radiograph, its true corners and angles
 
@@ -38,7 +36,7 @@ from cobbnet.spine.landmarks import LEVELS
 BUNDLE = "bundle.json"  # inside cobbnet/weights/
 BUNDLE_FORMAT = "cobbnet-bundle"
 CARD = "MODEL_CARD.md"
-MAX_MODEL_BYTES = 25 * 2**20  # both stages and the level network, every file
+MAX_MODEL_BYTES = 25 * 2**20  # both stages, every file
 EXAMPLE = "synthetic-spine"  # inside cobbnet/examples/: .jpg and .json
 EXAMPLE_SEED, EXAMPLE_INDEX = 2026, 1  # an S curve; training uses seeds 0 and 10000 (data.synthetic_seed)
 EXAMPLE_JPEG_QUALITY = 92
@@ -86,15 +84,6 @@ class Bundle:
     @property
     def stage2_onnx(self) -> Path:
         return self._file("stage2", "onnx")
-
-    @property
-    def levels_onnx(self) -> Path | None:
-        """The level network's graph, or None for a bundle without one."""
-        return self._file("levels", "onnx") if "levels" in self.meta else None
-
-    @property
-    def levels_weights(self) -> Path | None:
-        return self._file("levels", "weights") if "levels" in self.meta else None
 
     @property
     def stage1_weights(self) -> Path:

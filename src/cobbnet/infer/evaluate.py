@@ -138,8 +138,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
              precision: str = PRECISION, batch_size: int = 4,
              on_batch: Callable[[int], None] | None = None,
              refine: str | os.PathLike | bool | None = None, gate: bool = True,
-             edge_prior: bool = True, views: int | None = None,
-             levels: str | os.PathLike | bool | None = None) -> dict[str, Any]:
+             edge_prior: bool = True, views: int | None = None) -> dict[str, Any]:
     """Evaluate one model on samples; write metrics.json, per_image.csv and plots under ``out``.
 
     With stage 2 on, stage 1 alone (its chain's landmarks before stage 2) is scored from the
@@ -147,7 +146,7 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     """
     out = Path(out)
     predictor = Predictor(checkpoint_path, refine=refine, precision=precision, gate=gate, edge_prior=edge_prior,
-                          views=views, levels=levels)
+                          views=views)
     pred_lm, _, stage1_lm, margins = predict_samples(predictor, samples, batch_size, on_batch)
     labels = repaired_landmarks(samples)
     true_lm = labels[0]
@@ -159,7 +158,6 @@ def evaluate(checkpoint_path: str | os.PathLike | None, samples: Sequence[Sample
     metrics["stage2"] = predictor.refines
     metrics["stage2_views"] = predictor.views if predictor.refines else 0
     metrics["edge_prior"] = predictor.edge_prior
-    metrics["level_net"] = predictor.names_levels
     if predictor.refines:
         write_json(out / "stage1" / "metrics.json", {**score(samples, stage1_lm, labels)[0], "model": predictor.model,
                                                      "stage2": False})

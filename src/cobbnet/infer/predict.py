@@ -8,9 +8,7 @@
 The flow, for each radiograph::
 
     (H0, W0) uint8 -> prepare_image -> (1, 1, H, W) -> stage 1 (PeakNet) -> K candidates
-      -> to_original -> level network: a wide patch per candidate -> (K, 21) which level
-         it is, C6..S2 (spine.levels)
-      -> chain (17 levels by score, level class, spacing, smoothness and where the ends lie
+      -> to_original -> chain (17 levels by score, spacing, smoothness and where the ends lie
          in the image; misses interpolated and flagged)
       -> stage 2: patches per vertebra (3 views: as cut, mirrored, 0.9 times as wide) -> CornerNet
          -> corners mapped back and averaged -> Cobb angles
@@ -21,13 +19,10 @@ needs the training extra (torch): :mod:`cobbnet.training.engines` builds those e
 ``refine=False`` turns stage 2 off; ``refine="runs/stage2/best.safetensors"`` picks another one.
 ``views=1`` reads each vertebra in one stage-2 patch instead of three (``VIEWS``): faster, less exact.
 ``edge_prior=False`` leaves the image's edges out of the chain (``spine.chain``).
-``levels=False`` leaves the level network out of the chain (``spine.levels``);
-``levels="runs/levels/last.safetensors"`` picks another one (training extra).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,7 +43,6 @@ from cobbnet.spine import patches
 from cobbnet.spine.chain import level_doubt, pick_chain
 from cobbnet.spine.cobb import CobbResult, cobb_angles
 from cobbnet.spine.landmarks import hflip
-from cobbnet.spine.levels import CLASSES, CONTEXT, level_frames
 
 LOW_CONFIDENCE = 0.3  # a detected vertebra scoring below this is flagged "low_confidence"
 # stage 2 passes. A second pass, from the first's corners, gave SMAPE 8.70 against 8.98 on the
@@ -73,7 +67,6 @@ def check_views(views: int, label: str = "views") -> int:
 
 Stage1 = Callable[[np.ndarray], dict[str, np.ndarray]]  # (B, 1, H, W) -> PeakNet outputs
 Stage2 = Callable[[np.ndarray], np.ndarray]  # (N, 1, P, P) -> (N, 4, 2) patch corners
-LevelNet = Callable[[np.ndarray], np.ndarray]  # (N, 1, P, P) -> (N, 21) class probabilities
 
 
 @dataclass
@@ -132,38 +125,11 @@ def _refine(stage2: Stage2, image: np.ndarray, landmarks: np.ndarray, iterations
     return lm
 
 
-def level_probs(net: LevelNet, image: np.ndarray, corners: np.ndarray, scores: np.ndarray,
-                context: float = CONTEXT) -> np.ndarray:
-    """The level network on candidates ``(K, 4, 2)`` (original pixels) with ``scores (K,)``:
-    ``(K, 21)`` class probabilities, uniform for a candidate the chain ignores (not finite or
-    scoring 0). Each candidate is read in one patch ``context`` times as wide as the corner
-    stage's (``spine.levels.level_frames``; the network's ``model.context``), cut from the
-    radiograph's pyramid (``spine.patches.cut_pyramid``) as in training."""
-    out = np.full((len(corners), len(CLASSES)), 1.0 / len(CLASSES))
-    use = np.flatnonzero(np.isfinite(corners).all(axis=(1, 2)) & (np.asarray(scores) > 0))
-    if len(use):
-        x = patches.cut_pyramid(patches.pyramid(image), level_frames(patches.frames(corners[use]), context))
-        out[use] = np.asarray(net(x[:, None].astype(np.float32) / np.float32(255.0)), dtype=np.float64)
-    return out
-
-
-def level_context(weights: Path) -> float:
-    """The patch width a level network was trained on (``model.context`` in its JSON config,
-    beside its weights); InputError when that file is missing or unreadable."""
-    path = Path(weights).with_suffix(".json")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        return float(meta["config"]["model"].get("context", CONTEXT))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise InputError(f"{path}: not a readable level-network config ({err})") from None
-
-
 class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | None = None, refine: str | os.PathLike | bool | None = None,
                  engine: str = "auto", precision: str = "auto", device: str = "auto",
                  threads: int | None = None, iterations: int = ITERATIONS, gate: bool = True,
-                 edge_prior: bool = True, views: int | None = None,
-                 levels: str | os.PathLike | bool | None = None):
+                 edge_prior: bool = True, views: int | None = None):
         if engine not in ("auto", "onnx", "torch"):
             raise InputError(f"engine: {engine!r} is not one of auto, onnx, torch")
         if iterations < 1:
@@ -172,8 +138,7 @@ class Predictor:
         # stage 2's test-time views of each vertebra (VIEWS); None: VIEWS_DEFAULT
         self.views = VIEWS_DEFAULT if views is None else check_views(views)
         self.gate = gate  # False: read every image, even one the input gate would reject
-        bundled = checkpoint is None or refine in (None, True) or levels in (None, True)
-        bundle = read_bundle() if bundled else None
+        bundle = read_bundle() if checkpoint is None or refine in (None, True) else None
         if checkpoint is None and engine in ("auto", "onnx") and precision in ("auto", "fp32"):
             self.stage1: Stage1 = OnnxModel(bundle.stage1_onnx, threads)
             self.input_size: tuple[int, int] = bundle.input_size
@@ -198,21 +163,6 @@ class Predictor:
                 self.stage2 = engines.stage2(path, "onnx" if self.engine == "onnxruntime" else "torch", threads)
                 if refine not in (None, True):
                     self.model = {**self.model, "stage2": str(path)}
-        # the level network: the bundled one (if the bundle has one), another, or none
-        self.level_net: LevelNet | None = None
-        self.level_context = CONTEXT
-        if levels is not False and not (levels in (None, True) and bundle.levels_onnx is None):
-            self.level_context = level_context(bundle.levels_weights if levels in (None, True) else Path(levels))
-            if levels in (None, True) and self.engine == "onnxruntime":
-                runner3 = OnnxModel(bundle.levels_onnx, threads)
-                self.level_net = lambda x: runner3(x)["probs"]
-            else:
-                from cobbnet.training import engines
-
-                path = bundle.levels_weights if levels in (None, True) else Path(levels)
-                self.level_net = engines.level_net(path, "onnx" if self.engine == "onnxruntime" else "torch", threads)
-                if levels not in (None, True):
-                    self.model = {**self.model, "levels": str(path)}
         self.edge_prior = edge_prior  # False: the chain ignores where its ends lie in the image
         self.network_seconds = 0.0  # time spent in stage 1, for throughput figures
         self.network_images = 0
@@ -220,11 +170,6 @@ class Predictor:
     @property
     def refines(self) -> bool:
         return self.stage2 is not None
-
-    @property
-    def names_levels(self) -> bool:
-        """Whether the level network weighs in on the chain's level names."""
-        return self.level_net is not None
 
     def run_network(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Stage 1: ``(B, 1, H, W)`` float32 in [0, 1] -> PeakNet outputs (timed for throughput)."""
@@ -262,10 +207,7 @@ class Predictor:
               warnings: list[str]) -> Prediction:
         """One image's candidates -> chain -> stage 2 -> angles, assessed by the gate."""
         H, W = image.shape[:2]
-        corners = to_original(corners, self.input_size, (H, W))
-        probs = (level_probs(self.level_net, image, corners, scores, self.level_context)
-                 if self.level_net is not None else None)
-        chain = pick_chain(corners, scores, height=H if self.edge_prior else None, level_probs=probs)
+        chain = pick_chain(to_original(corners, self.input_size, (H, W)), scores, height=H if self.edge_prior else None)
         if not np.isfinite(chain.landmarks).all():
             return self._rejected(name, image, "no vertebrae found", warnings)
         stage1 = chain.landmarks

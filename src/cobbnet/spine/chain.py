@@ -5,7 +5,6 @@ strongest lets one stray peak (the sacrum, a rib crossing) push every level name
 chain instead assigns levels by dynamic programming (Viterbi), maximising
 
     sum over chosen candidates of  log(score / SCORE_FLOOR)            (evidence)
-                                 + level evidence, when given     (``spine.levels``)
   - SPACING_WEIGHT * sum over links of (log(distance / expected) / sigma)^2
   - TILT_WEIGHT * sum over links of (link tilt / TILT_SIGMA)^2
   - MISSING_COST * (levels without a candidate, at either end or between)
@@ -54,7 +53,6 @@ from functools import cache
 import numpy as np
 
 from cobbnet.spine.landmarks import LEVELS, N_VERTEBRAE, centers
-from cobbnet.spine.levels import level_gain
 from cobbnet.spine.patches import frames
 
 SCORE_FLOOR = 0.3  # a candidate scoring below this costs more than it brings
@@ -198,12 +196,11 @@ def edge_terms(centre: np.ndarray, width: np.ndarray, height: float | None, n: i
 
 
 def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
-               height: float | None = None, level_probs: np.ndarray | None = None) -> Chain:
+               height: float | None = None) -> Chain:
     """Choose ``n`` ordered vertebrae from ``candidates (K, 4, 2)`` with ``scores (K,)``.
 
     ``height`` (the radiograph's, in the candidates' pixels) adds the edge fit of the chain's
-    ends; None leaves it out. ``level_probs (K, 21)``, the level network's classes of each
-    candidate (``spine.levels``), adds their evidence for each level; None leaves it out. Two passes: the first expects consecutive centres ``SPACING_PER_WIDTH`` mean widths
+    ends; None leaves it out. Two passes: the first expects consecutive centres ``SPACING_PER_WIDTH`` mean widths
     apart (loosely: widths of tilted or misread vertebrae vary); the second expects the
     chain's own spacing, measured on the first pass, growing down the spine as
     ``LEVEL_SPACING``. With no usable candidate every level is interpolated from nothing
@@ -213,16 +210,12 @@ def pick_chain(candidates: np.ndarray, scores: np.ndarray, n: int = N_VERTEBRAE,
     s = np.asarray(scores, dtype=np.float64)
     keep = np.flatnonzero(np.isfinite(cand).all(axis=(1, 2)) & (s > 0))
     cand, s = cand[keep], s[keep]
-    if level_probs is not None:
-        level_probs = np.asarray(level_probs, dtype=np.float64)[keep]
     if len(cand) == 0:
         nan = np.full((n, 4, 2), np.nan)
         return Chain(nan, np.zeros(n), np.full(n, -1), [[INTERPOLATED] for _ in range(n)])
     centre = centers(cand)  # (K, 2)
     width = frames(cand)[:, 3]
     gain = np.repeat(np.log(np.maximum(s, 1e-6) / SCORE_FLOOR)[None], n, axis=0)  # (n, K): the same at every level
-    if level_probs is not None:
-        gain = gain + level_gain(level_probs, n)
     dist, tilt, below = _geometry(centre)
     dist = np.maximum(dist, 1e-6)
     base = TILT_WEIGHT * (tilt / TILT_SIGMA) ** 2 + np.where(below, 0.0, np.inf)

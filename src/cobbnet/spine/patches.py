@@ -87,39 +87,6 @@ def cut(image: np.ndarray, frame: np.ndarray) -> np.ndarray:
     return out
 
 
-PYRAMID = (1, 2, 4, 8)  # shrink factors of ``pyramid``
-
-
-def pyramid(image: np.ndarray) -> list[np.ndarray]:
-    """The radiograph ``(H, W)`` shrunk by each factor ``f`` of ``PYRAMID`` (area averages):
-    pixel ``i`` of level ``f`` covers ``[f * i, f * i + f)`` of the original, so a point maps by
-    ``x / f`` exactly (the last ``< f`` rows and columns are left out)."""
-    out = [image]
-    for f in PYRAMID[1:]:
-        H, W = image.shape[0] // f, image.shape[1] // f
-        if H < 1 or W < 1:
-            break
-        out.append(cv2.resize(image[: H * f, : W * f], (W, H), interpolation=cv2.INTER_AREA))
-    return out
-
-
-def cut_pyramid(levels: list[np.ndarray], frame: np.ndarray) -> np.ndarray:
-    """``cut`` from a ``pyramid``: each frame ``(N, 4)`` from the most shrunk level whose factor
-    is at most its scale (original pixels a patch pixel), where ``cut`` averages at most a few
-    pixels a patch pixel instead of dozens: the same patch up to resampling, for wide patches
-    several times cheaper. ``(N, P, P)`` uint8."""
-    frame = np.asarray(frame, dtype=np.float64).reshape(-1, 4)
-    factors = np.array(PYRAMID[: len(levels)])
-    level = np.searchsorted(factors, np.maximum(_scale(frame), 1.0), side="right") - 1  # (N,)
-    out = np.empty((len(frame), PATCH_SIZE, PATCH_SIZE), dtype=np.uint8)
-    for j in np.unique(level):
-        rows = np.flatnonzero(level == j)
-        f = frame[rows].copy()
-        f[:, [0, 1, 3]] /= factors[j]
-        out[rows] = cut(levels[j], f)
-    return out
-
-
 def jitter(frame: np.ndarray, rng: np.random.Generator, centre: float, angle_deg: float,
            scale: float) -> np.ndarray:
     """Frames ``(N, 4)`` moved at random: the centre by ``N(0, centre * width)`` on each axis,

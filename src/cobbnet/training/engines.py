@@ -21,8 +21,8 @@ from cobbnet.infer.bundle import sha256
 from cobbnet.infer.decode import CANDIDATES
 from cobbnet.infer.onnx import OnnxModel
 from cobbnet.nn.model import PeakNet
-from cobbnet.training import checkpoint, levels, refine
-from cobbnet.training.export import export_levels, export_refine, runner_for_checkpoint
+from cobbnet.training import checkpoint, refine
+from cobbnet.training.export import export_refine, runner_for_checkpoint
 from cobbnet.training.hardware import (
     AUTOCAST_DTYPES,
     resolve_device,
@@ -75,22 +75,6 @@ def stage2(path: str | os.PathLike, engine: str = "torch", threads: int | None =
     @torch.inference_mode()
     def run(x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
-
-    return run
-
-
-def level_net(path: str | os.PathLike, engine: str = "torch", threads: int | None = None) -> Callable:
-    """``run((N, 1, P, P)) -> (N, 21)`` class probabilities for a level-network checkpoint."""
-    model, _ = levels.load(path)
-    if engine == "onnx":
-        buf = io.BytesIO()
-        export_levels(model, buf)
-        runner = OnnxModel(buf.getvalue(), threads)
-        return lambda x: runner(x)["probs"]
-
-    @torch.inference_mode()
-    def run(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).softmax(dim=-1).numpy()
 
     return run
 

@@ -94,22 +94,6 @@ def export_refine(model: torch.nn.Module, f: str | os.PathLike | io.BytesIO) -> 
                           dynamic_axes={REFINE_INPUT: {0: "n"}, REFINE_OUTPUT: {0: "n"}})
 
 
-LEVELS_INPUT = "patches"
-LEVELS_OUTPUT = "probs"
-
-
-def export_levels(model: torch.nn.Module, f: str | os.PathLike | io.BytesIO) -> None:
-    """Trace a ``LevelNet`` with its softmax: input ``patches (N, 1, P, P)``, output ``probs (N, 21)``."""
-    from cobbnet.nn.levels import LevelProbs
-
-    model = LevelProbs(copy.deepcopy(model).float().eval()).eval()
-    P = model.net.cfg.patch_size
-    with _quiet_export(), torch.no_grad():
-        torch.onnx.export(model, (torch.rand(2, 1, P, P),), f, dynamo=False, input_names=[LEVELS_INPUT],
-                          output_names=[LEVELS_OUTPUT], opset_version=OPSET, do_constant_folding=True,
-                          dynamic_axes={LEVELS_INPUT: {0: "n"}, LEVELS_OUTPUT: {0: "n"}})
-
-
 def fp16_weights(graph: bytes) -> bytes:
     """The graph with its float32 weights stored as float16 and cast back to float32 when
     loaded: half the size, fp32 arithmetic (ONNX Runtime folds the casts at load time)."""

@@ -23,18 +23,11 @@ from cobbnet.errors import InputError
 from cobbnet.infer.bundle import BUNDLE, BUNDLE_FORMAT, CARD, MAX_MODEL_BYTES, sha256, weights_dir
 from cobbnet.infer.decode import CANDIDATES
 from cobbnet.io.outputs import write_bytes, write_json, write_text
-from cobbnet.training import checkpoint, levels, refine
-from cobbnet.training.export import (
-    export_levels,
-    export_model,
-    export_refine,
-    fp16_weights,
-    inference_net,
-)
+from cobbnet.training import checkpoint, refine
+from cobbnet.training.export import export_model, export_refine, fp16_weights, inference_net
 
 STAGE_FILES = {"stage1": {"onnx": "stage1.onnx", "weights": "stage1.safetensors"},
                "stage2": {"onnx": "stage2.onnx", "weights": "stage2.safetensors"}}
-LEVEL_FILES = {"levels": {"onnx": "levels.onnx", "weights": "levels.safetensors"}}
 
 
 def _half(model: torch.nn.Module) -> torch.nn.Module:
@@ -55,13 +48,11 @@ def _metrics(evaluation: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str | os.PathLike,
-         folder: str | os.PathLike | None = None, notes: str = "", split: str = "aasce-holdout",
-         level_net: str | os.PathLike | None = None) -> Path:
+         folder: str | os.PathLike | None = None, notes: str = "", split: str = "aasce-holdout") -> Path:
     """Write the bundle into ``folder`` (default: the package's ``weights/``); returns bundle.json.
 
     ``split`` names the frozen validation split (``configs/splits``) the stages were
-    validated on; it is recorded in the shipped stage-1 config. ``level_net``, a level-network
-    checkpoint, ships with them (``levels.onnx``, ``levels.safetensors``); None ships none.
+    validated on; it is recorded in the shipped stage-1 config.
     """
     folder = Path(folder) if folder else weights_dir()
     metrics, stage1_metrics = _metrics(Path(evaluation))
@@ -89,37 +80,21 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     export_refine(net2, g2)
     write_bytes(folder / STAGE_FILES["stage1"]["onnx"], fp16_weights(g1.getvalue()))
     write_bytes(folder / STAGE_FILES["stage2"]["onnx"], fp16_weights(g2.getvalue()))
-    shipped = dict(STAGE_FILES)
-    cfg3 = None
-    if level_net is not None:
-        net3, meta3 = levels.load(level_net)
-        net3 = _half(net3)
-        levels.save(folder / "levels", net3, levels.LevelRun(net3.cfg, levels.LevelTrain(**meta3["config"]["train"])),
-                    meta3.get("metrics", {}), dtype=torch.float16)
-        g3 = io.BytesIO()
-        export_levels(net3, g3)
-        write_bytes(folder / LEVEL_FILES["levels"]["onnx"], fp16_weights(g3.getvalue()))
-        shipped.update(LEVEL_FILES)
-        cfg3 = meta3["config"]
-    else:
-        for f in (*LEVEL_FILES["levels"].values(), "levels.json"):  # a level network bundled before
-            if (folder / f).is_file():
-                (folder / f).unlink()
 
-    files = [f for stage in shipped.values() for f in stage.values()]
-    files += [f"{stage}.json" for stage in shipped]
+    files = [f for stage in STAGE_FILES.values() for f in stage.values()]
+    files += ["stage1.json", "stage2.json"]
     total = sum((folder / f).stat().st_size for f in files)
     if total > MAX_MODEL_BYTES:
         raise InputError(f"{folder}: the two stages take {total / 2**20:.1f} MB, over {MAX_MODEL_BYTES // 2**20} MB")
-    name = f"cobbnet-{cfg.model.backbone}-2stage{'-levels' if cfg3 else ''}-{date.today().isoformat()}"
+    name = f"cobbnet-{cfg.model.backbone}-2stage-{date.today().isoformat()}"
     bundle = {"format": BUNDLE_FORMAT, "name": name, "input_size": list(size), "candidates": CANDIDATES,
-              **shipped, "sha256": {f: sha256(folder / f) for f in files}, "bytes": total,
+              **STAGE_FILES, "sha256": {f: sha256(folder / f) for f in files}, "bytes": total,
               "validation": {"stage1+2": metrics, "stage1": stage1_metrics}}
     write_json(folder / BUNDLE, bundle)
     cfg1 = cfg.to_dict()
     cfg1["train"]["init"] = init
     cfg2 = {**meta2["config"], "train": {**t2, "init": init2}}
-    write_text(folder / CARD, model_card(name, cfg1, cfg2, metrics, stage1_metrics, total, notes, soup, cfg3))
+    write_text(folder / CARD, model_card(name, cfg1, cfg2, metrics, stage1_metrics, total, notes, soup))
     for old in ("cobbnet.safetensors", "cobbnet.json"):  # the one-stage bundle of earlier versions
         if (folder / old).is_file():
             (folder / old).unlink()
@@ -207,24 +182,8 @@ def _repaired(metrics: dict[str, Any]) -> str:
             " vertebrae or corners are listed out of order; the last two rows compare with the labels as written.\n")
 
 
-def _level_net(cfg3: dict[str, Any] | None, part: str) -> str:
-    """The model card's lines on the level network (``part``: "what", "train"), or none."""
-    if cfg3 is None:
-        return ""
-    t3 = cfg3["train"]
-    if part == "what":
-        return ("\n- **The level network** (`levels.onnx`) reads a patch twice as wide around every candidate and"
-                " tells the chain which level it is, C6 to S2 (`cobbnet.spine.levels`);"
-                " the chain adds the log of those probabilities to each level's evidence (`--no-levels` leaves it out).")
-    return (f"\n- Level network: {t3['epochs']} epochs from scratch on wide patches of the true vertebrae and of"
-            f" C6, C7, S1 and S2 one and two steps beyond them, frames jittered by {t3['jitter_centre']} widths,"
-            f" {t3['jitter_angle']} degrees and {t3['jitter_scale']} log-scale, batch {t3['batch_size']},"
-            f" AdamW lr {t3['lr']}, classes weighed alike.")
-
-
 def model_card(name: str, cfg1: dict[str, Any], cfg2: dict[str, Any], metrics: dict[str, Any],
-               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None,
-               cfg3: dict[str, Any] | None = None) -> str:
+               stage1_metrics: dict[str, Any], size: int, notes: str = "", soup: list[dict] | None = None) -> str:
     m, d, t, loss = cfg1["model"], cfg1["data"], cfg1["train"], cfg1["loss"]
     t2, m2 = cfg2["train"], cfg2["model"]
     rows = [("SMAPE (%), 95% bootstrap interval", "smape"),
@@ -256,7 +215,7 @@ Made {date.today().isoformat()} by `python -m cobbnet.training.ship`: `stage1.on
 - **Stage 2**, a corner network on each vertebra's patch of the original radiograph (centred
   on it, turned to its tilt, twice its width, {m2['patch_size']} px a side), read out by
   {_readout(m2)}; its corners are mapped back to the radiograph. The predictor reads each
-  vertebra in {_views(metrics)} and averages their corners (`--views` sets how many).{_level_net(cfg3, "what")}
+  vertebra in {_views(metrics)} and averages their corners (`--views` sets how many).
 
 ## Intended use
 Research, and decision support by people who read the radiograph themselves.
@@ -278,7 +237,7 @@ derived from them, so use them for research under the same terms.
   training patients.
 - Stage 2: {_start2(t2)}{t2['epochs']} epochs on patches of the true vertebrae with frames jittered by
   {t2['jitter_centre']} widths, {t2['jitter_angle']} degrees and {t2['jitter_scale']} log-scale,
-  batch {t2['batch_size']}, AdamW lr {t2['lr']}.{_level_net(cfg3, "train")}
+  batch {t2['batch_size']}, AdamW lr {t2['lr']}.
 
 ## Validation ({metrics.get('n_images', '?')} radiographs of held-out patients)
 
@@ -306,10 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--evaluation", type=Path, required=True)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--notes", type=Path, default=None)
-    p.add_argument("--levels", type=Path, default=None, help="a level-network checkpoint to ship with the stages")
     a = p.parse_args(argv)
-    print(ship(a.stage1, a.stage2, a.evaluation, a.out, a.notes.read_text(encoding="utf-8") if a.notes else "",
-               level_net=a.levels))
+    print(ship(a.stage1, a.stage2, a.evaluation, a.out, a.notes.read_text(encoding="utf-8") if a.notes else ""))
 
 
 if __name__ == "__main__":
