@@ -366,3 +366,22 @@ def test_aasce_item_loads():
     np.testing.assert_allclose(item["landmarks"].numpy(), samples[0].landmarks)
     assert item["valid"].sum() >= 12  # augmentation keeps most of the spine in view
     assert elapsed < 5.0  # generous: shared CPUs; typical is tens of milliseconds
+
+
+@pytest.mark.parametrize("keep", [0.9, 1.0])
+def test_the_configured_crop_keep_reaches_the_augmentation(keep: float) -> None:
+    from cobbnet.training.config import Config
+    from cobbnet.training.train import build_datasets
+
+    cfg = Config()
+    cfg.data.source, cfg.data.synthetic_train, cfg.data.synthetic_val = "synthetic", 2, 1
+    cfg.data.augment_keep = keep
+    train, val = build_datasets(cfg)
+    assert train.augment.keep == keep and val.augment is None
+
+
+def test_a_crop_keep_out_of_range_is_a_one_line_config_error() -> None:
+    from cobbnet.training.config import from_dict
+
+    with pytest.raises(InputError, match="x.yaml: section 'data': augment_keep 1.5"):
+        from_dict({"data": {"augment_keep": 1.5}}, "x.yaml")

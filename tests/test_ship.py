@@ -122,3 +122,16 @@ def test_ship_says_where_a_fine_tuned_stage2_began(trained, tmp_path: Path) -> N
     # a stage 2 trained from scratch says nothing of a start
     ship.ship(s1, s2, evaluation, tmp_path / "weights2")
     assert "Stage 2: from" not in (tmp_path / "weights2" / bundle.CARD).read_text()
+
+
+def test_a_second_bundle_made_the_same_day_gets_a_new_name() -> None:
+    base = "cobbnet-x-2stage-2026-12-06"
+    a, b = {"stage1.onnx": "aa"}, {"stage1.onnx": "bb"}
+    assert ship._new_name(base, None, {}, a) == base
+    assert ship._new_name(base, "cobbnet-x-2stage-2026-12-05", {}, a) == base
+    assert ship._new_name(base, base, a, a) == base  # the same files shipped again
+    assert ship._new_name(base, base, a, b) == base + "-2"
+    assert ship._new_name(base, base + "-2", a, b) == base + "-3"
+    assert ship._new_name(base, base + "-2", b, b) == base + "-2"
+    # new figures in a stage's JSON, the same weights: the same name
+    assert ship._new_name(base, base, {**a, "stage1.json": "x"}, {**a, "stage1.json": "y"}) == base

@@ -46,12 +46,19 @@ class DataConfig:
     synthetic_size: list[int] | None = None  # (H, W) of generated radiographs; None: varied
     extra_synthetic: int = 0  # synthetic radiographs added to the training set of a real source
     augment: bool = True
+    # the share of the spine's extent, per axis, that a random crop keeps in view
+    # (``data.Augment.keep``): under 1 a crop can cut T1 or L5 off at the view's edge
+    augment_keep: float = 0.9
     # Labels that the annotation audit flags (about 27 of 481: L5 drawn at the top of the
     # image, swapped corners) in the TRAINING set: "repair" puts their vertebrae and corners
     # in the canonical order (``landmarks.canonical_order``), "skip" leaves them out, "keep"
     # trains on them as they are. Validation always keeps every image as labelled.
     faulty_labels: str = "skip"
     num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.augment_keep <= 1.0:
+            raise ValueError(f"augment_keep {self.augment_keep}: must lie in (0, 1]")
 
 
 @dataclass

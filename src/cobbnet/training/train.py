@@ -42,7 +42,7 @@ def run_dir(cfg: Config) -> Path:
 def build_datasets(cfg: Config) -> tuple[Any, Any]:
     """(train, val) datasets for the configured source and fold."""
     d, size = cfg.data, tuple(cfg.model.input_size)
-    augment = Augment() if d.augment else None
+    augment = Augment(keep=d.augment_keep) if d.augment else None
     synth_size = tuple(d.synthetic_size) if d.synthetic_size else None
     if d.source == "synthetic":
         train = SpineDataset.from_synthetic(d.synthetic_train, d.synthetic_seed, synth_size, size, augment, cfg.train.seed)
