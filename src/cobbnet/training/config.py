@@ -22,6 +22,7 @@ import yaml
 from cobbnet.errors import InputError
 from cobbnet.nn.losses import LossConfig
 from cobbnet.nn.model import ModelConfig
+from cobbnet.training.data import Augment
 
 
 @dataclass
@@ -48,7 +49,7 @@ class DataConfig:
     augment: bool = True
     # the share of the spine's extent, per axis, that a random crop keeps in view
     # (``data.Augment.keep``): under 1 a crop can cut T1 or L5 off at the view's edge
-    augment_keep: float = 0.9
+    augment_keep: float = Augment.keep
     # Labels that the annotation audit flags (about 27 of 481: L5 drawn at the top of the
     # image, swapped corners) in the TRAINING set: "repair" puts their vertebrae and corners
     # in the canonical order (``landmarks.canonical_order``), "skip" leaves them out, "keep"

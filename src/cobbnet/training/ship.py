@@ -57,8 +57,7 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     folder = Path(folder) if folder else weights_dir()
     metrics, stage1_metrics = _metrics(Path(evaluation))
     # a stage whose weights are the bundled ones, byte for byte, is carried over from that bundle
-    before = _bundle_name(folder)
-    old_sha = _bundle_sha(folder)
+    before, old_sha = _bundle_before(folder)
     carried = {stage: before if _same_file(Path(path).with_suffix(".safetensors"), folder / STAGE_FILES[stage]["weights"])
                else None for stage, path in (("stage1", stage1), ("stage2", stage2))}
     net1, cfg = checkpoint.load(stage1)
@@ -87,10 +86,10 @@ def ship(stage1: str | os.PathLike, stage2: str | os.PathLike, evaluation: str |
     total = sum((folder / f).stat().st_size for f in files)
     if total > MAX_MODEL_BYTES:
         raise InputError(f"{folder}: the two stages take {total / 2**20:.1f} MB, over {MAX_MODEL_BYTES // 2**20} MB")
-    name = _new_name(f"cobbnet-{cfg.model.backbone}-2stage-{date.today().isoformat()}", before, old_sha,
-                     {f: sha256(folder / f) for f in files})
+    digests = {f: sha256(folder / f) for f in files}
+    name = _new_name(f"cobbnet-{cfg.model.backbone}-2stage-{date.today().isoformat()}", before, old_sha, digests)
     bundle = {"format": BUNDLE_FORMAT, "name": name, "input_size": list(size), "candidates": CANDIDATES,
-              **STAGE_FILES, "sha256": {f: sha256(folder / f) for f in files}, "bytes": total,
+              **STAGE_FILES, "sha256": digests, "bytes": total,
               "validation": {"stage1+2": metrics, "stage1": stage1_metrics}}
     write_json(folder / BUNDLE, bundle)
     cfg1 = cfg.to_dict()
@@ -136,20 +135,14 @@ def _named_init(init: str | None, replaced: Path, stage: str, carried_from: str 
     return init
 
 
-def _bundle_name(folder: Path) -> str | None:
-    """The name of the bundle in ``folder`` that this call replaces, if any."""
+def _bundle_before(folder: Path) -> tuple[str | None, dict[str, str]]:
+    """The name and file digests of the bundle in ``folder`` that this call replaces (None and
+    {} where there is none or it is unreadable)."""
     try:
-        return json.loads((folder / BUNDLE).read_text(encoding="utf-8")).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _bundle_sha(folder: Path) -> dict[str, str]:
-    """The file digests of the bundle in ``folder`` that this call replaces, if any."""
-    try:
-        return dict(json.loads((folder / BUNDLE).read_text(encoding="utf-8")).get("sha256") or {})
+        meta = json.loads((folder / BUNDLE).read_text(encoding="utf-8"))
+        return meta.get("name"), dict(meta.get("sha256") or {})
     except (OSError, ValueError, AttributeError, TypeError):
-        return {}
+        return None, {}
 
 
 def _new_name(base: str, before: str | None, old_sha: dict[str, str], new_sha: dict[str, str]) -> str:
@@ -158,8 +151,8 @@ def _new_name(base: str, before: str | None, old_sha: dict[str, str], new_sha: d
     so that two bundles made on one day are told apart."""
     if before is None or not (before == base or before.startswith(base + "-")):
         return base
-    weights = lambda sha: {f: v for f, v in sha.items() if f.endswith((".onnx", ".safetensors"))}  # noqa: E731
-    if weights(new_sha) == weights(old_sha):  # the same weights (their JSONs carry the figures)
+    weight_files = {f for f in {*old_sha, *new_sha} if f.endswith((".onnx", ".safetensors"))}
+    if all(old_sha.get(f) == new_sha.get(f) for f in weight_files):  # the same weights (their JSONs carry the figures)
         return before
     suffix = before[len(base) + 1:]
     return f"{base}-{int(suffix) + 1 if suffix.isdigit() else 2}"
